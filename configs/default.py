@@ -1,0 +1,56 @@
+"""Every configuration field, with its default: the base of all experiments.
+
+Other configs start from `default.get_config()` and override what differs, so
+a misspelled override (`--config.model.dept=34`) is an error, not a no-op.
+
+  python -m resnet_jax.models --config=configs/default.py
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # every random stream (init, data order, augmentation) derives from it
+
+  config.model = model = ml_collections.ConfigDict()
+  model.depth = 20  # as the papers count it: 18..200 (ImageNet), 6n+2 or 9n+2 (CIFAR)
+  model.block = 'auto'  # auto | basic | bottleneck (auto: bottleneck for ImageNet depth >= 50)
+  model.stem = 'cifar'  # imagenet (7x7/2 conv + 3x3/2 max-pool) | cifar (3x3 conv)
+  model.shortcut = 'A'  # A zero-pad | B project on change | C project always | D avg-pool+project | none
+  model.variant = 'v1'  # v1 (stride in first 1x1) | v1.5 (stride in 3x3) | preact (BN-ReLU-conv)
+  model.width = 16  # filters of the first stage (64 ImageNet, 16 CIFAR)
+  model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
+  model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch
+  model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic
+  data.train_split = 'train'  # TFDS split string, e.g. train[:45000]
+  data.eval_split = 'test'  # TFDS split string, e.g. train[45000:]
+  data.image_size = 32  # input resolution (square)
+  data.preprocess = 'cifar'  # augmentation family: imagenet | cifar
+  data.data_dir = ''  # where prepared TFDS datasets live ('' = TFDS's default)
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 128  # global batch, over all devices and hosts
+  train.num_epochs = 0.0  # training length in epochs (used when num_steps is 0)
+  train.num_steps = 64_000  # training length in steps; > 0 wins over num_epochs
+  train.log_every = 100  # steps between training metric writes
+  train.eval_every = 2_000  # steps between evaluations of the eval split
+  train.checkpoint_every = 2_000  # steps between checkpoints
+  train.keep_checkpoints = 3  # recent checkpoints kept (plus the best)
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = 'sgd'  # sgd | lars
+  optim.learning_rate = 0.2  # base rate per 256 images (linear scaling rule)
+  optim.momentum = 0.9  # SGD momentum
+  optim.nesterov = False  # Nesterov momentum
+  optim.weight_decay = 1e-4  # L2 weight decay
+  optim.decay_bn_and_bias = True  # apply weight decay to BN parameters and biases too
+  optim.schedule = 'piecewise'  # piecewise | cosine | constant
+  optim.warmup_steps = 0  # linear warmup length in steps
+  optim.boundaries = (32_000, 48_000)  # piecewise: steps where the rate is multiplied by decay_factor
+  optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
+  optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  return config
