@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.depth = 20  # as the papers count it: 18..200 (ImageNet), 6n+2 or 9n+2 (CIFAR)
   model.block = 'auto'  # auto | basic | bottleneck (auto: bottleneck for ImageNet depth >= 50)
   model.stem = 'cifar'  # imagenet (7x7/2 conv + 3x3/2 max-pool) | cifar (3x3 conv)
-  model.shortcut = 'A'  # A zero-pad | B project on change | C project always | D avg-pool+project | none
+  model.shortcut = 'A'  # A zero-pad | B project on change | C always | D avg-pool+project | none
   model.variant = 'v1'  # v1 (stride in first 1x1) | v1.5 (stride in 3x3) | preact (BN-ReLU-conv)
   model.width = 16  # filters of the first stage (64 ImageNet, 16 CIFAR)
   model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   optim.decay_bn_and_bias = True  # apply weight decay to BN parameters and biases too
   optim.schedule = 'piecewise'  # piecewise | cosine | constant
   optim.warmup_steps = 0  # linear warmup length in steps
-  optim.boundaries = (32_000, 48_000)  # piecewise: steps where the rate is multiplied by decay_factor
+  optim.boundaries = (32_000, 48_000)  # piecewise: steps where the rate is x decay_factor
   optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
   optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
   return config

@@ -1,0 +1,1 @@
+"""resnet_jax: the residual networks of He et al. in JAX/Flax NNX."""

@@ -1,0 +1,71 @@
+"""BatchNorm whose statistics come from fixed-size groups of examples.
+
+The ResNet paper normalizes over 32 images per GPU on 8 GPUs. Normalizing over
+groups of `group_size` examples ("ghost batch norm") reproduces that on any
+number of devices: a run on one CPU and a run on eight GPUs see the same
+statistics for the same global batch. `group_size=0` normalizes over the whole
+batch (synchronous BatchNorm across devices, since the batch is one global
+array under jit).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class GroupBatchNorm(nnx.Module):
+  """BatchNorm over the last axis, with batch statistics per group of examples.
+
+  Statistics and running averages are float32 whatever the compute dtype;
+  the output has the input's dtype. `model.train()` / `model.eval()` switch
+  `use_running_average`, as for `nnx.BatchNorm`.
+  """
+
+  def __init__(
+    self,
+    num_features: int,
+    *,
+    group_size: int = 0,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+    scale_init: float = 1.0,
+  ):
+    if group_size < 0:
+      raise ValueError(f'bn_group_size must be >= 0 (0 = whole batch), got {group_size}')
+    self.num_features = num_features
+    self.group_size = group_size
+    self.momentum = momentum
+    self.epsilon = epsilon
+    self.use_running_average = False
+    self.scale = nnx.Param(jnp.full((num_features,), scale_init, jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.use_running_average:
+      return self._normalize(x, self.mean[...], self.var[...])
+
+    batch = x.shape[0]
+    group = self.group_size if 0 < self.group_size < batch else batch
+    if batch % group:
+      raise ValueError(
+        f'batch of {batch} examples does not divide into BatchNorm groups of {group}: '
+        'make the per-step batch a multiple of model.bn_group_size, or set it to 0'
+      )
+    # [groups, examples per group, everything but features, features]
+    x_g = x.reshape(batch // group, group, -1, self.num_features).astype(jnp.float32)
+    mean_g = jnp.mean(x_g, axis=(1, 2), keepdims=True)
+    var_g = jnp.mean(jnp.square(x_g - mean_g), axis=(1, 2), keepdims=True)
+    y = self._normalize(x_g, mean_g, var_g).reshape(x.shape).astype(x.dtype)
+
+    m = self.momentum
+    self.mean[...] = m * self.mean[...] + (1 - m) * jnp.mean(mean_g, axis=(0, 1, 2))
+    self.var[...] = m * self.var[...] + (1 - m) * jnp.mean(var_g, axis=(0, 1, 2))
+    return y
+
+  def _normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias, folded into one multiply-add."""
+    gain = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
+    shift = self.bias[...] - mean * gain
+    return (x.astype(jnp.float32) * gain + shift).astype(x.dtype)

@@ -1,0 +1,236 @@
+"""Stems, stages and the ImageNet and CIFAR residual networks, with the depth table.
+
+ImageNet networks (He et al. 2015, Table 1): a 7x7/2 convolution and a 3x3/2
+max-pool, four stages of 64/128/256/512 filters (x4 outputs for bottlenecks).
+CIFAR networks (Section 4.2): a 3x3 convolution with 16 filters, three stages
+of 16/32/64 filters, n units each; depth 6n+2 with basic units, 9n+2 with
+bottlenecks (He et al. 2016: ResNet-164 and ResNet-1001).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from resnet_jax.models.blocks import (
+  BLOCKS,
+  BOTTLENECK_EXPANSION,
+  SHORTCUTS,
+  VARIANTS,
+  ResidualUnit,
+  UnitOptions,
+  conv,
+)
+from resnet_jax.models.norm import GroupBatchNorm
+
+# depth -> (block, units per stage), He et al. 2015 Table 1; 200 from He et al. 2016.
+IMAGENET_DEPTHS = {
+  18: ('basic', (2, 2, 2, 2)),
+  34: ('basic', (3, 4, 6, 3)),
+  50: ('bottleneck', (3, 4, 6, 3)),
+  101: ('bottleneck', (3, 4, 23, 3)),
+  152: ('bottleneck', (3, 8, 36, 3)),
+  200: ('bottleneck', (3, 24, 36, 3)),
+}
+CIFAR_LAYERS_PER_UNIT = {'basic': 2, 'bottleneck': 3}
+CIFAR_STAGES = 3
+STEMS = ('imagenet', 'cifar')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+MODEL_FIELDS = (
+  'depth', 'block', 'stem', 'shortcut', 'variant', 'width',
+  'zero_init_residual', 'bn_group_size', 'dtype',
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+  """A network's shape, resolved and validated from `config.model`."""
+
+  stem: str
+  width: int
+  units_per_stage: tuple[int, ...]
+  unit: UnitOptions
+
+  @property
+  def stage_channels(self) -> tuple[int, ...]:
+    """Output channels of each stage."""
+    expansion = BOTTLENECK_EXPANSION if self.unit.block == 'bottleneck' else 1
+    return tuple(self.width * 2**i * expansion for i in range(len(self.units_per_stage)))
+
+
+def _choose(field: str, value, allowed) -> None:
+  if value not in allowed:
+    raise ValueError(f'model.{field}={value!r} is not one of {", ".join(map(repr, allowed))}')
+
+
+def _cifar_units(depth: int, block: str) -> int:
+  """Units per stage n, from depth = 3 * layers_per_unit * n + 2."""
+  per_depth = CIFAR_STAGES * CIFAR_LAYERS_PER_UNIT[block]
+  if depth < per_depth + 2 or (depth - 2) % per_depth:
+    other = 'bottleneck' if block == 'basic' else 'basic'
+    other_per_depth = CIFAR_STAGES * CIFAR_LAYERS_PER_UNIT[other]
+    hint = ''
+    if depth >= other_per_depth + 2 and (depth - 2) % other_per_depth == 0:
+      hint = f" (depth {depth} is a {other}-unit depth: set model.block='{other}')"
+    raise ValueError(
+      f'a CIFAR network with {block} units has depth {per_depth}n+2 '
+      f'(e.g. {per_depth + 2}, {3 * per_depth + 2}, {9 * per_depth + 2}), got {depth}{hint}'
+    )
+  return (depth - 2) // per_depth
+
+
+def network_spec(model_config) -> NetworkSpec:
+  """Validates `config.model` and resolves it; a ValueError names what is allowed."""
+  cfg = ml_collections.ConfigDict(model_config)
+  unknown = sorted(set(cfg.keys()) - set(MODEL_FIELDS))
+  missing = sorted(set(MODEL_FIELDS) - set(cfg.keys()))
+  if unknown or missing:
+    raise ValueError(
+      f'config.model has unknown fields {unknown} / lacks fields {missing}; '
+      f'the fields are {", ".join(MODEL_FIELDS)}'
+    )
+  _choose('stem', cfg.stem, STEMS)
+  _choose('block', cfg.block, ('auto', *BLOCKS))
+  _choose('shortcut', cfg.shortcut, SHORTCUTS)
+  _choose('variant', cfg.variant, VARIANTS)
+  _choose('dtype', cfg.dtype, tuple(DTYPES))
+  if not isinstance(cfg.width, int) or cfg.width < 1:
+    raise ValueError(f'model.width must be a positive integer, got {cfg.width!r}')
+  if cfg.zero_init_residual and cfg.shortcut == 'none':
+    raise ValueError(
+      'model.zero_init_residual=True with shortcut none would zero every layer of a plain '
+      'network: use a residual shortcut (A, B, C, D) or zero_init_residual=False'
+    )
+
+  if cfg.stem == 'imagenet':
+    if cfg.depth not in IMAGENET_DEPTHS:
+      raise ValueError(
+        f'an ImageNet ResNet has depth {", ".join(map(str, IMAGENET_DEPTHS))}; got {cfg.depth}'
+      )
+    block, units = IMAGENET_DEPTHS[cfg.depth]
+    if cfg.block not in ('auto', block):
+      raise ValueError(
+        f'ImageNet ResNet-{cfg.depth} uses {block} units (He et al. 2015 Table 1); '
+        f"got model.block='{cfg.block}': use 'auto' or '{block}'"
+      )
+  else:
+    # 164 is both 6n+2 and 9n+2: bottlenecks must be asked for explicitly.
+    block = 'basic' if cfg.block == 'auto' else cfg.block
+    units = (_cifar_units(cfg.depth, block),) * CIFAR_STAGES
+
+  unit = UnitOptions(
+    block=block,
+    variant=cfg.variant,
+    shortcut=cfg.shortcut,
+    zero_init_residual=cfg.zero_init_residual,
+    bn_group_size=cfg.bn_group_size,
+    dtype=DTYPES[cfg.dtype],
+  )
+  return NetworkSpec(stem=cfg.stem, width=cfg.width, units_per_stage=units, unit=unit)
+
+
+class Stem(nnx.Module):
+  """7x7/2 conv + 3x3/2 max-pool (ImageNet) or a 3x3 conv (CIFAR).
+
+  Pre-activation networks leave the stem without BN-ReLU: the first unit
+  starts with its own (He et al. 2016's code; timm's ResNetV2).
+  """
+
+  def __init__(self, spec: NetworkSpec, in_channels: int, *, rngs: nnx.Rngs):
+    imagenet = spec.stem == 'imagenet'
+    kernel, stride = (7, 2) if imagenet else (3, 1)
+    self.max_pool = imagenet
+    self.conv = conv(in_channels, spec.width, kernel, stride, dtype=spec.unit.dtype, rngs=rngs)
+    preact = spec.unit.variant == 'preact'
+    self.norm = None if preact else GroupBatchNorm(spec.width, group_size=spec.unit.bn_group_size)
+
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    y = self.conv(x_nhwc)
+    if self.norm is not None:
+      y = jax.nn.relu(self.norm(y))
+    if self.max_pool:
+      y = nnx.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    return y
+
+
+class Stage(nnx.Module):
+  """Units at one resolution; the first may downsample and widen."""
+
+  def __init__(
+    self,
+    in_channels: int,
+    out_channels: int,
+    num_units: int,
+    stride: int,
+    options: UnitOptions,
+    *,
+    rngs: nnx.Rngs,
+  ):
+    self.units = nnx.List(
+      [
+        ResidualUnit(
+          in_channels if i == 0 else out_channels,
+          out_channels,
+          stride if i == 0 else 1,
+          options,
+          rngs=rngs,
+        )
+        for i in range(num_units)
+      ]
+    )
+
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    for unit in self.units:
+      x_nhwc = unit(x_nhwc)
+    return x_nhwc
+
+
+class ResNet(nnx.Module):
+  """stem -> stages -> (final BN-ReLU for pre-activation) -> global average pool -> linear."""
+
+  def __init__(self, spec: NetworkSpec, *, num_classes: int, in_channels: int, rngs: nnx.Rngs):
+    self.spec = spec
+    self.stem = Stem(spec, in_channels, rngs=rngs)
+    channels_in = (spec.width, *spec.stage_channels[:-1])
+    self.stages = nnx.List(
+      [
+        Stage(c_in, c_out, n, 1 if i == 0 else 2, spec.unit, rngs=rngs)
+        for i, (c_in, c_out, n) in enumerate(
+          zip(channels_in, spec.stage_channels, spec.units_per_stage, strict=True)
+        )
+      ]
+    )
+    final_channels = spec.stage_channels[-1]
+    preact = spec.unit.variant == 'preact'
+    self.final_norm = (
+      GroupBatchNorm(final_channels, group_size=spec.unit.bn_group_size) if preact else None
+    )
+    self.head = nnx.Linear(final_channels, num_classes, param_dtype=jnp.float32, rngs=rngs)
+
+  def features(self, x_nhwc: jax.Array) -> list[jax.Array]:
+    """The output of each stage (C2..C5 for ImageNet networks: strides 4, 8, 16, 32)."""
+    y = self.stem(x_nhwc.astype(self.spec.unit.dtype))
+    outputs = []
+    for stage in self.stages:
+      y = stage(y)
+      outputs.append(y)
+    if self.final_norm is not None:
+      outputs[-1] = jax.nn.relu(self.final_norm(outputs[-1]))
+    return outputs
+
+  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+    """NHWC images -> float32 logits [batch, num_classes]."""
+    y_nhwc = self.features(x_nhwc)[-1]
+    pooled_nc = jnp.mean(y_nhwc.astype(jnp.float32), axis=(1, 2))
+    return self.head(pooled_nc)
+
+
+def create_model(model_config, *, num_classes: int, in_channels: int = 3, rngs: nnx.Rngs) -> ResNet:
+  """The network `config.model` describes, in training mode (BN on batch statistics)."""
+  if num_classes < 1 or in_channels < 1:
+    raise ValueError(f'num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}')
+  return ResNet(
+    network_spec(model_config), num_classes=num_classes, in_channels=in_channels, rngs=rngs
+  )

@@ -1,0 +1,75 @@
+"""GroupBatchNorm: statistics per group of examples, running averages, dtypes."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax.models.norm import GroupBatchNorm
+
+
+def _reference(x, eps=1e-5):
+  mean = x.mean(axis=(0, 1, 2))
+  var = x.var(axis=(0, 1, 2))
+  return (x - mean) / np.sqrt(var + eps)
+
+
+@pytest.fixture
+def x_nhwc():
+  rng = np.random.default_rng(0)
+  # two groups with very different statistics, so whole-batch stats would differ
+  x = rng.normal(size=(8, 3, 3, 5)).astype(np.float32)
+  x[4:] = 10 * x[4:] + 7
+  return x
+
+
+def test_statistics_are_per_group(x_nhwc):
+  norm = GroupBatchNorm(5, group_size=4)
+  y = np.asarray(norm(jnp.asarray(x_nhwc)))
+  expected = np.concatenate([_reference(x_nhwc[:4]), _reference(x_nhwc[4:])])
+  np.testing.assert_allclose(y, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize('group_size', [0, 8, 32])
+def test_whole_batch_when_group_is_zero_or_not_smaller(x_nhwc, group_size):
+  norm = GroupBatchNorm(5, group_size=group_size)
+  np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x_nhwc))), _reference(x_nhwc), atol=1e-4)
+
+
+def test_batch_not_divisible_into_groups_is_a_clear_error(x_nhwc):
+  norm = GroupBatchNorm(5, group_size=3)
+  with pytest.raises(ValueError, match='bn_group_size'):
+    norm(jnp.asarray(x_nhwc))
+
+
+def test_negative_group_size_rejected():
+  with pytest.raises(ValueError, match='>= 0'):
+    GroupBatchNorm(5, group_size=-1)
+
+
+def test_running_averages_move_towards_mean_of_group_statistics(x_nhwc):
+  norm = GroupBatchNorm(5, group_size=4, momentum=0.9)
+  norm(jnp.asarray(x_nhwc))
+  group_means = [x_nhwc[:4].mean(axis=(0, 1, 2)), x_nhwc[4:].mean(axis=(0, 1, 2))]
+  group_vars = [x_nhwc[:4].var(axis=(0, 1, 2)), x_nhwc[4:].var(axis=(0, 1, 2))]
+  np.testing.assert_allclose(norm.mean[...], 0.1 * np.mean(group_means, axis=0), rtol=1e-5)
+  np.testing.assert_allclose(norm.var[...], 0.9 + 0.1 * np.mean(group_vars, axis=0), rtol=1e-5)
+
+
+def test_eval_uses_running_averages_and_leaves_them_alone(x_nhwc):
+  norm = GroupBatchNorm(5, group_size=0, momentum=0.0)
+  norm(jnp.asarray(x_nhwc))  # momentum 0: running stats = this batch's stats
+  mean_before = np.asarray(norm.mean[...])
+  norm.use_running_average = True
+  y = np.asarray(norm(jnp.asarray(x_nhwc[:2])))  # a batch with other statistics
+  mean, var = x_nhwc.mean(axis=(0, 1, 2)), x_nhwc.var(axis=(0, 1, 2))
+  np.testing.assert_allclose(y, (x_nhwc[:2] - mean) / np.sqrt(var + 1e-5), atol=1e-4)
+  np.testing.assert_array_equal(norm.mean[...], mean_before)
+
+
+def test_bfloat16_input_keeps_float32_statistics(x_nhwc):
+  norm = GroupBatchNorm(5, group_size=4)
+  y = norm(jnp.asarray(x_nhwc, jnp.bfloat16))
+  assert y.dtype == jnp.bfloat16
+  assert norm.mean[...].dtype == jnp.float32 and norm.scale[...].dtype == jnp.float32
+  expected = np.concatenate([_reference(x_nhwc[:4]), _reference(x_nhwc[4:])])
+  np.testing.assert_allclose(np.asarray(y, np.float32), expected, atol=5e-2)
