@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_every = 2_000  # steps between evaluations of the eval split
   train.checkpoint_every = 2_000  # steps between checkpoints
   train.keep_checkpoints = 3  # recent checkpoints kept (plus the best)
+  train.eval_batch_size = 0  # global batch for evaluation (0 = train.batch_size)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'sgd'  # sgd | lars
@@ -49,8 +50,14 @@ def get_config() -> ml_collections.ConfigDict:
   optim.weight_decay = 1e-4  # L2 weight decay
   optim.decay_bn_and_bias = True  # apply weight decay to BN parameters and biases too
   optim.schedule = 'piecewise'  # piecewise | cosine | constant
-  optim.warmup_steps = 0  # linear warmup length in steps
-  optim.boundaries = (32_000, 48_000)  # piecewise: steps where the rate is x decay_factor
+  optim.warmup = 'linear'  # linear (from warmup_factor x rate up) | constant (warmup_factor x rate)
+  optim.warmup_steps = 0  # warmup length in steps (see optim.warmup)
+  optim.warmup_epochs = 0.0  # warmup length in epochs (used when warmup_steps is 0)
+  optim.warmup_factor = 0.0  # rate during/at the start of warmup, x rate; ResNet-110: 0.1
+  optim.boundaries = (32_000, 48_000)  # piecewise: where the rate is x decay_factor
+  optim.boundaries_unit = 'steps'  # steps | epochs: what optim.boundaries count
   optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
   optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
+  optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
   return config

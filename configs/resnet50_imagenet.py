@@ -15,10 +15,6 @@ H100 in bfloat16, about 2 days.
 
 from configs import default
 
-IMAGENET_TRAIN_IMAGES = 1_281_167
-BATCH_SIZE = 256
-STEPS_PER_EPOCH = IMAGENET_TRAIN_IMAGES // BATCH_SIZE  # 5004
-
 
 def get_config():
   config = default.get_config()
@@ -38,13 +34,15 @@ def get_config():
   data.preprocess = 'imagenet'
 
   train = config.train
-  train.batch_size = BATCH_SIZE
-  train.num_steps = 90 * STEPS_PER_EPOCH
+  train.batch_size = 256
+  train.num_steps = 0
+  train.num_epochs = 90.0
   train.log_every = 100
-  train.eval_every = 5 * STEPS_PER_EPOCH
-  train.checkpoint_every = STEPS_PER_EPOCH
+  train.eval_every = 25_000  # about 5 epochs
+  train.checkpoint_every = 5_000  # about an epoch
 
   optim = config.optim
   optim.learning_rate = 0.1  # per 256 images
-  optim.boundaries = (30 * STEPS_PER_EPOCH, 60 * STEPS_PER_EPOCH)
+  optim.boundaries = (30, 60)
+  optim.boundaries_unit = 'epochs'
   return config

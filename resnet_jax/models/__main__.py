@@ -4,18 +4,14 @@ python -m resnet_jax.models --config=configs/resnet50_imagenet.py
 python -m resnet_jax.models --config=configs/resnet20_cifar10.py --config.model.depth=110
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
+from resnet_jax import cli
 from resnet_jax.models.resnet import NetworkSpec, create_model
 from resnet_jax.models.summary import format_table, summarize
 
-_CONFIG = config_flags.DEFINE_config_file(
-  'config', None, 'Experiment config file.', lock_config=True
-)
+_CONFIG = cli.define_config_flag()
 _NUM_CLASSES = flags.DEFINE_integer(
   'num_classes', None, 'Classes of the head (default: 1000 for the ImageNet stem, else 10).'
 )
@@ -35,7 +31,6 @@ def describe(model_config, spec: NetworkSpec) -> str:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter before the table
   config = _CONFIG.value
   num_classes = _NUM_CLASSES.value or (1000 if config.model.stem == 'imagenet' else 10)
   size = config.data.image_size
@@ -47,7 +42,7 @@ def main(argv):
       rngs=nnx.Rngs(config.seed),
     )
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    raise cli.ConfigError(f'config.model: {e}') from e
   print(
     f'{describe(config.model, model.spec)} on {size}x{size}x{_IN_CHANNELS.value} images, '
     f'{num_classes} classes'
@@ -56,4 +51,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,0 +1,108 @@
+"""Shared command-line plumbing: the `--config` flag and one-line config errors.
+
+A misspelled override (`--config.model.dept=34`) makes ml_collections raise a
+raw KeyError/AttributeError from inside flag parsing; a config file that does
+not load only fails when first read, with a multi-line trace. Entry points run
+`cli.run(main)` instead of `app.run(main)`, so that these, a value of the wrong
+type and a `ConfigError` raised while setting up all end as one line on stderr
+and exit status 2:
+
+  error: --config.model.dept=34: the config has no field 'dept' (did you mean "depth"?)
+"""
+
+import json
+import re
+import sys
+from collections.abc import Callable
+
+from absl import app, flags, logging
+from ml_collections import config_dict, config_flags
+
+EXIT_CONFIG_ERROR = 2
+_CONFIG_FLAGS = []  # The names given to define_config_flag, checked after parsing.
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; shown to the user as one line."""
+
+
+def define_config_flag(default: str | None = None, name: str = 'config'):
+  """`--config=FILE[:ARG]` plus `--config.a.b=VALUE` overrides of existing fields only."""
+  _CONFIG_FLAGS.append(name)
+  return config_flags.DEFINE_config_file(
+      name, default, 'Config file (get_config() in a .py file), optionally FILE:ARG.',
+      lock_config=True)
+
+
+def _one_line(message: str) -> str:
+  """The first and last non-empty lines of a multi-line message, joined."""
+  lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+  if len(lines) <= 1:
+    return lines[0] if lines else ''
+  return f'{lines[0]} {lines[-1]}'
+
+
+def _missing_key_message(error: Exception, argv: list[str]) -> str:
+  """Names the override whose path has a missing field, with ml_collections' hint."""
+  if error.args and isinstance(error.args[0], KeyError):
+    error = error.args[0]  # ml_collections wraps the KeyError in an AttributeError.
+  text = str(error.args[0]) if error.args else ''
+  key = re.match(r"'?([^'\n]*)", text).group(1)
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  arg = next((a for a in argv if a.startswith('--') and key in a.split('=', 1)[0].split('.')[1:]),
+             None)
+  where = f'{arg}: ' if arg else 'in the config file: '
+  suggestion = f' (did you mean "{hint.group(1)}"?)' if hint else ''
+  return f"{where}the config has no field '{key}'{suggestion}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """`app.run`'s flags_parser: absl parsing, with config problems as one line."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except (KeyError, AttributeError) as e:
+    _exit(_missing_key_message(e, argv))
+  except flags.Error as e:
+    _exit(_one_line(str(e)))
+  except Exception as e:  # noqa: BLE001 (the config file's own code failed while loading)
+    _exit(f'the config file does not load: {type(e).__name__}: {_one_line(str(e))}')
+  for name in _CONFIG_FLAGS:
+    value = flags.FLAGS[name].value
+    if value is None:
+      continue
+    try:
+      value.keys()  # A config file that failed to load raises only when read.
+    except OSError as e:
+      last = re.sub(r'^\[Errno \d+\] ', '', str(e).strip().splitlines()[-1].strip())
+      _exit(f'--{name}: the config file does not load: {last}')
+  return remaining
+
+
+def _exit(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_CONFIG_ERROR)
+
+
+def run(main: Callable[[list[str]], None]):
+  """`app.run(main)` with one-line errors for config problems (see module doc), and
+  absl logging at WARNING unless --verbosity is given."""
+
+  def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      # orbax logs each save step by step at INFO; keep the console to our own lines.
+      logging.set_verbosity(logging.WARNING)
+    try:
+      main(argv)
+    except ConfigError as e:
+      _exit(str(e))
+
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def config_to_json(config: config_dict.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def config_from_json(text: str) -> config_dict.ConfigDict:
+  """The inverse of `config_to_json` (tuples come back as lists)."""
+  return config_dict.ConfigDict(json.loads(text))
