@@ -30,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.eval_split = 'test'  # TFDS split string, e.g. train[45000:]
   data.image_size = 32  # input resolution (square)
   data.preprocess = 'cifar'  # augmentation family: imagenet | cifar
+  data.train_crop = 'scale'  # imagenet train crop: scale (shorter side in [256, 480]) | inception
+  data.pca_lighting = 0.0  # std of AlexNet PCA lighting noise (0.1 in the paper; 0 = off)
+  data.normalize = 'pixel_mean'  # cifar family: pixel_mean (the paper) | channel (mean/std)
+  data.crop_padding = 4  # cifar family: zero padding before the random crop
+  data.random_flip = True  # horizontal flips in training (False for digits)
   data.data_dir = ''  # where prepared TFDS datasets live ('' = TFDS's default)
 
   config.train = train = ml_collections.ConfigDict()

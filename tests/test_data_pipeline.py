@@ -1,0 +1,178 @@
+"""resnet_jax.data.pipeline: batches, determinism, resume, sharding, eval padding, errors."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from resnet_jax import data
+from resnet_jax.data import pipeline, preprocess
+from tests.data_fixtures import data_config, digest, image_folder, take, tiny_tfds_dataset
+
+IMAGENET_LOW = float((0 - preprocess.IMAGENET_MEAN.max()) / preprocess.IMAGENET_STD.min())
+IMAGENET_HIGH = float((255 - preprocess.IMAGENET_MEAN.min()) / preprocess.IMAGENET_STD.min())
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  """Prepared TFDS dataset: 30 train / 7 test 8x8x1 images, each distinct."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  name = tiny_tfds_dataset(data_dir)
+  return data_config(
+    dataset=name,
+    data_dir=data_dir,
+    image_size=8,
+    train_split='train',
+    eval_split='test',
+    crop_padding=0,
+    random_flip=False,
+  )
+
+
+def _index_of(config, split='train'):
+  """digest of an unaugmented normalized image -> its index in `split` (eval order)."""
+  batches = data.create_eval_iterator(config, global_batch_size=64, split=split)
+  images = np.concatenate([b['image'][b['mask']] for b in batches])
+  return {digest(image): i for i, image in enumerate(images)}
+
+
+def _indices(batches, index_of):
+  return [[index_of[digest(image)] for image in b['image']] for b in batches]
+
+
+def test_mock_imagenet_jpeg_train_and_eval_batches():
+  config = data_config(dataset='imagenet2012', preprocess='imagenet', image_size=224)
+  with tfds.testing.mock_data(num_examples=6):
+    batch = next(data.create_train_iterator(config, global_batch_size=4, seed=0))
+    evals = list(data.create_eval_iterator(config, global_batch_size=4))
+    ten = next(data.create_eval_iterator(config, global_batch_size=4, crops=10, dtype='bfloat16'))
+  assert batch['image'].shape == (4, 224, 224, 3) and batch['image'].dtype == np.float32
+  assert batch['label'].dtype == np.int32 and set(batch['label']) <= set(range(1000))
+  assert IMAGENET_LOW <= batch['image'].min() < -1 and 1 < batch['image'].max() <= IMAGENET_HIGH
+  assert [b['image'].shape for b in evals] == [(4, 224, 224, 3)] * 2
+  assert np.concatenate([b['mask'] for b in evals]).sum() == 6
+  assert ten['image'].shape == (4, 10, 224, 224, 3) and ten['image'].dtype == ml_dtypes.bfloat16
+  np.testing.assert_array_equal(ten['image'][:, 9], ten['image'][:, 4, :, ::-1])  # flipped center
+
+
+def test_mock_cifar10_batches_are_standardized():
+  config = data_config(dataset='cifar10')
+  with tfds.testing.mock_data(num_examples=64):
+    batch = next(data.create_train_iterator(config, global_batch_size=32, seed=1, dtype='bfloat16'))
+    evals = next(data.create_eval_iterator(config, global_batch_size=64))
+    ten = next(data.create_eval_iterator(config, global_batch_size=64, crops=10))
+  assert ten['image'].shape == (64, 10, 32, 32, 3)
+  np.testing.assert_array_equal(ten['image'][:, 4], evals['image'])  # center of the padded image
+  assert batch['image'].shape == (32, 32, 32, 3) and batch['image'].dtype == ml_dtypes.bfloat16
+  assert batch['label'].dtype == np.int32 and batch['label'].max() < 10
+  image = evals['image']  # per-pixel mean removed, one global std: mean 0, std 1 over the split
+  assert abs(image.mean(axis=0)).max() < 1e-4 and 0.95 < image.std() <= 1.0 + 1e-4
+  channel = data_config(dataset='cifar10', normalize='channel')
+  with tfds.testing.mock_data(num_examples=64):
+    image = next(data.create_eval_iterator(channel, global_batch_size=64))['image']
+  np.testing.assert_allclose(image.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+  np.testing.assert_allclose(image.std(axis=(0, 1, 2)), 1, atol=1e-3)
+
+
+def test_same_seed_same_batches_other_seed_other_batches():
+  config = data_config(dataset='synthetic', preprocess='cifar')
+  run = lambda seed: take(data.create_train_iterator(config, global_batch_size=8, seed=seed), 3)
+  a, b, c = run(0), run(0), run(1)
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+  assert not np.array_equal(a[0]['image'], c[0]['image'])
+
+
+def test_epochs_are_reshuffled_permutations(tiny):
+  index_of = _index_of(tiny)
+  steps = _indices(
+    take(data.create_train_iterator(tiny, global_batch_size=10, seed=3), 6), index_of
+  )
+  epoch0, epoch1 = sum(steps[:3], []), sum(steps[3:], [])
+  assert sorted(epoch0) == sorted(epoch1) == list(range(30))
+  assert epoch0 != epoch1
+
+
+def test_start_step_continues_the_same_batches(tiny):
+  config = data_config(**{**tiny.to_dict(), 'crop_padding': 2, 'random_flip': True})
+  full = take(data.create_train_iterator(config, global_batch_size=4, seed=5), 12)
+  resumed = take(data.create_train_iterator(config, global_batch_size=4, seed=5, start_step=7), 5)
+  for x, y in zip(full[7:], resumed, strict=True):  # crosses the epoch boundary at step 7.5
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+
+
+def test_two_processes_read_disjoint_shards_that_cover_the_split(tiny):
+  index_of = _index_of(tiny)
+  shards = []
+  for process in (0, 1):
+    it = data.create_train_iterator(
+      tiny, global_batch_size=10, seed=7, process_index=process, process_count=2
+    )
+    batches = take(it, 3)  # one epoch: 15 examples per process, local batch 5
+    assert all(b['image'].shape == (5, 8, 8, 1) for b in batches)
+    shards.append(set(sum(_indices(batches, index_of), [])))
+  assert len(shards[0]) == len(shards[1]) == 15
+  assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(range(30))
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_eval_sees_every_example_once_with_padding(tiny, processes):
+  index_of = _index_of(tiny, 'test')
+  seen, counts = [], []
+  for process in range(processes):
+    batches = list(
+      data.create_eval_iterator(
+        tiny, global_batch_size=4, process_index=process, process_count=processes
+      )
+    )
+    counts.append(len(batches))
+    for b in batches:
+      assert b['image'].shape[0] == 4 // processes and b['mask'].dtype == bool
+      seen += [index_of[digest(image)] for image in b['image'][b['mask']]]
+  assert counts == [2] * processes  # 7 examples, global batch 4: the last one padded
+  assert sorted(seen) == list(range(7))
+
+
+def test_image_folder_pipeline_decodes_jpeg_and_png(tmp_path):
+  config = data_config(
+    dataset=f'image_folder:{image_folder(tmp_path)}',
+    preprocess='imagenet',
+    image_size=32,
+    eval_split='train',
+    train_crop='inception',
+  )
+  batch = next(data.create_train_iterator(config, global_batch_size=12, seed=0))
+  assert batch['image'].shape == (12, 32, 32, 3) and sorted(set(batch['label'])) == [0, 1, 2]
+  evals = list(data.create_eval_iterator(config, global_batch_size=5))
+  assert [int(b['mask'].sum()) for b in evals] == [5, 5, 2]
+
+
+def test_unreadable_image_is_named(tmp_path):
+  root = image_folder(tmp_path)
+  bad = tmp_path / 'dog' / '9.jpg'
+  bad.write_bytes(b'not an image at all')
+  config = data_config(
+    dataset=f'image_folder:{root}', preprocess='imagenet', image_size=16, eval_split='train'
+  )
+  with pytest.raises(ValueError, match=f'unreadable image {bad}'):
+    list(data.create_eval_iterator(config, global_batch_size=13))
+
+
+def test_batch_must_divide_by_devices_and_processes(monkeypatch):
+  config = data_config(dataset='synthetic')
+  monkeypatch.setattr(pipeline.jax, 'device_count', lambda: 8)
+  with pytest.raises(ValueError, match='global batch size 12 does not divide by the 8 devices'):
+    data.create_train_iterator(config, global_batch_size=12, seed=0)
+  with pytest.raises(ValueError, match='16 does not divide by the 3 processes'):
+    data.create_eval_iterator(config, global_batch_size=16, process_index=0, process_count=3)
+
+
+def test_unknown_preprocess_and_split(tiny):
+  with pytest.raises(ValueError, match="unknown preprocess 'vgg'"):
+    data.create_train_iterator(
+      data_config(dataset='synthetic', preprocess='vgg'), global_batch_size=8, seed=0
+    )
+  with pytest.raises(ValueError, match="unknown or malformed split 'validation'"):
+    data.create_eval_iterator(tiny, global_batch_size=8, split='validation')
