@@ -12,10 +12,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+DEFAULT_CONFIG := configs/resnet20_fashion_mnist.py
+DEFAULT_WORKDIR := runs/default
+
 train: $(VENV)/.installed
-	@echo "make train: the training loop has not landed yet (issue #4). The default model:"
-	$(PY) -m resnet_jax.models --config=configs/default.py
-	@exit 2
+	$(PY) -m resnet_jax.data.prepare fashion_mnist
+	$(PY) train.py --config=$(DEFAULT_CONFIG) --workdir=$(DEFAULT_WORKDIR)
+	$(PY) evaluate.py --workdir=$(DEFAULT_WORKDIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

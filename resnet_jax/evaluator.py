@@ -1,0 +1,121 @@
+"""Evaluation: loss, top-1 and top-5 over a whole split, center crop or 10-crop.
+
+Used by the training loop every `train.eval_every` steps and by evaluate.py,
+which restores a checkpoint first (`evaluate`).
+"""
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from etils import epath
+from flax import nnx
+
+from resnet_jax import checkpoint, data, metrics, parallel
+
+
+def make_eval_step(graphdef: nnx.GraphDef, mesh):
+  """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
+
+  10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
+  its crops' softmax probabilities, as the ResNet paper averages the scores.
+  """
+
+  def eval_step(params, batch_stats, batch):
+    model = nnx.merge(graphdef, params, batch_stats)
+    model.eval()
+    images = batch['image']
+    if images.ndim == 5:
+      b, crops = images.shape[:2]
+      logits = model(images.reshape((b * crops, *images.shape[2:]))).reshape(b, crops, -1)
+      probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=1)
+      logits = jnp.log(probs)
+    else:
+      logits = model(images)
+    return metrics.eval_sums(logits, batch['label'], batch['mask'])
+
+  return jax.jit(eval_step, out_shardings=parallel.replicated_sharding(mesh))
+
+
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  return config.train.eval_batch_size or config.train.batch_size
+
+
+def evaluate_split(
+  eval_step,
+  params,
+  batch_stats,
+  config: ml_collections.ConfigDict,
+  mesh,
+  *,
+  split: str | None = None,
+  crops: int = 1,
+) -> dict:
+  """{'loss', 'top1', 'top5', 'num_examples'} over every example of the split (default eval)."""
+  accumulator = metrics.EvalAccumulator()
+  for batch in data.create_eval_iterator(
+    config.data, global_batch_size=eval_batch_size(config), split=split, crops=crops
+  ):
+    accumulator.add(eval_step(params, batch_stats, parallel.shard_batch(batch, mesh)))
+  return accumulator.result()
+
+
+def resolve_checkpoint(path) -> tuple[epath.Path, epath.Path, int | None]:
+  """(workdir, checkpoints dir, step or None) from a workdir, its checkpoints dir or a step dir."""
+  path = epath.Path(path)
+  if (path / 'checkpoints').is_dir():
+    return path, path / 'checkpoints', None
+  if path.name.isdigit() and path.parent.name == 'checkpoints':
+    return path.parent.parent, path.parent, int(path.name)
+  if path.name == 'checkpoints':
+    return path.parent, path, None
+  raise FileNotFoundError(f'no checkpoints under {path}')
+
+
+def evaluate(
+  config: ml_collections.ConfigDict | None,
+  path,
+  *,
+  step: int | None = None,
+  best: bool = False,
+  split: str | None = None,
+  crops: int = 1,
+) -> dict:
+  """Restores a checkpoint of the run at `path` and evaluates it.
+
+  `path`: a workdir, its checkpoints dir, or one step dir. `config`: None to use
+  the run's config.json. Default step: the newest; `best`: the best by eval
+  top-1. Writes workdir/eval/<split>_<step>[_10crop].json and returns
+  {'top1', 'top5', 'loss', 'num_examples', 'step', 'split', 'crops'}.
+  """
+  from resnet_jax import trainer  # The trainer imports this module for its periodic evals.
+
+  workdir, directory, path_step = resolve_checkpoint(path)
+  config = config or checkpoint.load_config(workdir)
+  if config is None:
+    raise FileNotFoundError(f'no config.json in {workdir}: pass --config')
+  ckpt = checkpoint.Checkpointer(directory, read_only=True)
+  if best:
+    step = ckpt.best_step()
+    if step is None:
+      raise FileNotFoundError(f'no evaluated checkpoint in {directory} to call the best')
+  step = step if step is not None else path_step
+  mesh = parallel.create_mesh()
+  setup = trainer.setup(config, mesh)
+  state, _ = ckpt.restore(setup.state, step)
+  ckpt.close()
+  eval_step = make_eval_step(setup.graphdef, mesh)
+  split = split or config.data.eval_split
+  result = evaluate_split(
+    eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops
+  )
+  result.update(step=int(state.step), split=split, crops=crops)
+  if jax.process_index() == 0:
+    out = workdir / 'eval'
+    out.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r'[^A-Za-z0-9_.-]+', '_', split).strip('_')
+    suffix = '_10crop' if crops == 10 else ''
+    (out / f'{name}_{result["step"]}{suffix}.json').write_text(json.dumps(result, indent=2) + '\n')
+  return result

@@ -1,0 +1,172 @@
+"""Loss and accuracy, and where the numbers go: TensorBoard, metrics.jsonl, the console.
+
+The TensorBoard events are written with tensorboard's own writer and protos,
+which do not import TensorFlow (seconds of start-up, and GPU memory).
+"""
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from etils import epath
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+def cross_entropy(logits_bk: jax.Array, labels_b: jax.Array, label_smoothing: float = 0.0):
+  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+  logits_bk = logits_bk.astype(jnp.float32)
+  targets_bk = jax.nn.one_hot(labels_b, logits_bk.shape[-1], dtype=jnp.float32)
+  if label_smoothing:
+    targets_bk = optax.smooth_labels(targets_bk, label_smoothing)
+  return optax.softmax_cross_entropy(logits_bk, targets_bk)
+
+
+def correct_topk(logits_bk: jax.Array, labels_b: jax.Array, k: int) -> jax.Array:
+  """Per example: is the label among the k highest logits?
+
+  Ties and NaNs count against the label, so that a network that outputs a
+  constant (or NaN) scores chance or below, never 100%.
+  """
+  label_logit_b = jnp.take_along_axis(logits_bk, labels_b[:, None], axis=-1)
+  not_below_b = jnp.sum(~(logits_bk < label_logit_b), axis=-1)  # Includes the label itself.
+  return not_below_b <= k
+
+
+def eval_sums(logits_bk: jax.Array, labels_b: jax.Array, mask_b: jax.Array) -> dict:
+  """Sums over the real (mask True) examples of a batch; padding counts for nothing."""
+  mask_b = mask_b.astype(jnp.float32)
+  return {
+    'loss': jnp.sum(cross_entropy(logits_bk, labels_b) * mask_b),
+    'top1': jnp.sum(correct_topk(logits_bk, labels_b, 1) * mask_b),
+    'top5': jnp.sum(correct_topk(logits_bk, labels_b, 5) * mask_b),
+    'num_examples': jnp.sum(mask_b),
+  }
+
+
+class EvalAccumulator:
+  """Adds `eval_sums` over batches on the host; `result()` gives the means."""
+
+  def __init__(self):
+    self._sums = None
+
+  def add(self, sums: dict):
+    sums = jax.device_get(sums)
+    if self._sums is None:
+      self._sums = {k: float(v) for k, v in sums.items()}
+    else:
+      for k, v in sums.items():
+        self._sums[k] += float(v)
+
+  def result(self) -> dict:
+    """{'loss', 'top1', 'top5' (fractions), 'num_examples' (int)}."""
+    if not self._sums or not self._sums['num_examples']:
+      raise ValueError('no examples were evaluated')
+    n = self._sums['num_examples']
+    out = {k: v / n for k, v in self._sums.items() if k != 'num_examples'}
+    out['num_examples'] = int(round(n))
+    return out
+
+
+class MetricWriter:
+  """Scalars to TensorBoard (tag `split/name`) and one JSON object per line in metrics.jsonl.
+
+  Only one process of a multi-process job should write: pass enabled=False elsewhere.
+  """
+
+  def __init__(self, workdir, *, enabled: bool = True):
+    self._enabled = enabled
+    if enabled:
+      workdir = epath.Path(workdir)
+      workdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl = (workdir / METRICS_FILE).open('a')
+      self._events = EventFileWriter(str(workdir))
+
+  def write(self, step: int, split: str, scalars: dict):
+    if not self._enabled:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({'step': int(step), 'split': split, **scalars}) + '\n')
+    self._jsonl.flush()
+    summary = summary_pb2.Summary(
+      value=[
+        summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v) for k, v in scalars.items()
+      ]
+    )
+    self._events.add_event(event_pb2.Event(step=int(step), wall_time=time.time(), summary=summary))
+
+  def flush(self):
+    if self._enabled:
+      self._jsonl.flush()
+      self._events.flush()
+
+  def close(self):
+    if self._enabled:
+      self._jsonl.close()
+      self._events.close()
+
+
+def read_metrics(workdir, split: str | None = None) -> list[dict]:
+  """The records of metrics.jsonl (of one split if given), in order."""
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    return []
+  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for r in records if split is None or r['split'] == split]
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'
+
+
+class Progress:
+  """Throughput and ETA from the steps done since this process started (or resumed).
+
+  Rates are measured between consecutive `mark`s (the caller marks after the
+  compiling first step, and after evals); `line` reads e.g.
+  `step 1200/64000 (1.9%) loss 1.234 top1 54.1% lr 0.1 | 812 img/s, 0.158 s/step, ETA 2h45m`.
+  """
+
+  def __init__(self, total_steps: int, batch_size: int, clock=time.monotonic):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self._clock = clock
+    self._last = None  # (step, time) of the previous mark
+
+  def mark(self, step: int) -> dict:
+    """Call at each log point: {'steps_per_sec', 'images_per_sec', 'step_time'} since the last."""
+    now = self._clock()
+    rates = {}
+    if self._last is not None and step > self._last[0] and now > self._last[1]:
+      step_time = (now - self._last[1]) / (step - self._last[0])
+      rates = {
+        'step_time': step_time,
+        'steps_per_sec': 1 / step_time,
+        'images_per_sec': self.batch_size / step_time,
+      }
+    self._last = (step, now)
+    return rates
+
+  def line(self, step: int, scalars: dict, rates: dict) -> str:
+    parts = [f'step {step}/{self.total_steps} ({100 * step / self.total_steps:.1f}%)']
+    if 'loss' in scalars:
+      parts.append(f'loss {scalars["loss"]:.4f}')
+    if 'top1' in scalars:
+      parts.append(f'top1 {100 * scalars["top1"]:.1f}%')
+    if 'learning_rate' in scalars:
+      parts.append(f'lr {scalars["learning_rate"]:.4g}')
+    text = ' '.join(parts)
+    if rates:
+      eta = (self.total_steps - step) * rates['step_time']
+      text += (
+        f' | {rates["images_per_sec"]:.0f} img/s, {rates["step_time"]:.3f} s/step,'
+        f' ETA {format_duration(eta)}'
+      )
+    return text

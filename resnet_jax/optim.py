@@ -1,0 +1,131 @@
+"""The optax optimizer and learning-rate schedule that `config.optim` describes.
+
+The base learning rate is per 256 images (the linear scaling rule of Goyal et
+al. 2017): the rate used is `learning_rate * batch_size / 256`, so the CIFAR
+recipe (0.1 at batch 128) is `learning_rate=0.2` and ImageNet's (0.1 at batch
+256) is `learning_rate=0.1`.
+
+Weight decay is the papers' L2 penalty: added to the gradient before momentum
+(coupled), not decoupled as in AdamW.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from resnet_jax.cli import ConfigError
+
+OPTIMIZERS = ('sgd', 'lars')
+SCHEDULES = ('piecewise', 'cosine', 'constant')
+WARMUPS = ('linear', 'constant')
+
+
+def scaled_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
+  """The peak rate after the linear scaling rule."""
+  return config.learning_rate * batch_size / 256
+
+
+def warmup_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """`warmup_steps`, or `warmup_epochs` in steps when warmup_steps is 0."""
+  if config.warmup_steps:
+    return int(config.warmup_steps)
+  return int(round(config.warmup_epochs * steps_per_epoch))
+
+
+def create_learning_rate_schedule(
+  config: ml_collections.ConfigDict, *, batch_size: int, steps_per_epoch: int, total_steps: int
+) -> optax.Schedule:
+  """Learning rate as a function of the step (0-based), from `config.optim`.
+
+  Piecewise boundaries count from step 0 (the warmup is part of them), as the
+  paper's "divide by 10 at 32k and 48k iterations" does. `optim.boundaries_unit`
+  ('steps' or 'epochs') says what the boundaries count. The warmup is either
+  linear, from `warmup_factor * rate` up to the rate, or constant at
+  `warmup_factor * rate` (ResNet-110's 0.01 for 400 steps before 0.1).
+  """
+  base = scaled_learning_rate(config, batch_size)
+  warmup = warmup_steps(config, steps_per_epoch)
+  if config.schedule == 'constant':
+    main = optax.constant_schedule(base)
+  elif config.schedule == 'piecewise':
+    unit = config.boundaries_unit
+    if unit not in ('steps', 'epochs'):
+      raise ConfigError(f"optim.boundaries_unit={unit!r}: expected 'steps' or 'epochs'")
+    scale = steps_per_epoch if unit == 'epochs' else 1
+    boundaries = [int(round(b * scale)) for b in config.boundaries]
+    if boundaries != sorted(boundaries):
+      raise ConfigError(f'optim.boundaries={tuple(config.boundaries)} must be increasing')
+    main = optax.piecewise_constant_schedule(base, {b: config.decay_factor for b in boundaries})
+  elif config.schedule == 'cosine':
+    cosine = optax.cosine_decay_schedule(base, max(total_steps - warmup, 1))
+    main = lambda step: cosine(step - warmup)
+  else:
+    raise ConfigError(f'optim.schedule={config.schedule!r}: expected one of {SCHEDULES}')
+  if not warmup:
+    return main
+
+  kind = config.warmup
+  factor = config.warmup_factor
+  if kind == 'linear':
+    warm = optax.linear_schedule(factor * base, base, warmup)
+  elif kind == 'constant':
+    warm = optax.constant_schedule(factor * base)
+  else:
+    raise ConfigError(f'optim.warmup={kind!r}: expected one of {WARMUPS}')
+  return lambda step: jnp.where(step < warmup, warm(step), main(step))
+
+
+def _is_matrix(params):
+  """Mask: True for kernels, False for BN scales/offsets and biases (1-D)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(
+  config: ml_collections.ConfigDict, *, batch_size: int, steps_per_epoch: int, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, learning-rate schedule) from `config.optim`.
+
+  sgd: [clip by global norm] -> L2 weight decay -> SGD with (Nesterov) momentum.
+  lars: [clip] -> LARS (You et al. 2017); the trust ratio never applies to
+  1-D parameters (BN, biases), the usual choice.
+  `optim.grad_clip_norm` > 0 clips the gradient's global norm first.
+  """
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f'optim.optimizer={config.optimizer!r}: expected one of {OPTIMIZERS}')
+  schedule = create_learning_rate_schedule(
+    config, batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
+  decay_mask = True if config.decay_bn_and_bias else _is_matrix
+  parts = []
+  clip = config.grad_clip_norm
+  if clip > 0:
+    parts.append(optax.clip_by_global_norm(clip))
+  if config.optimizer == 'sgd':
+    if config.weight_decay:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
+    parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  else:
+    parts.append(
+      optax.lars(
+        schedule,
+        weight_decay=config.weight_decay,
+        weight_decay_mask=decay_mask,
+        trust_coefficient=config.lars_trust_coefficient,
+        trust_ratio_mask=_is_matrix,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+      )
+    )
+  return optax.chain(*parts), schedule
+
+
+def total_steps(train_config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """train.num_steps when > 0, else train.num_epochs in steps (rounded up)."""
+  if train_config.num_steps > 0:
+    return int(train_config.num_steps)
+  if train_config.num_epochs <= 0:
+    raise ConfigError('train.num_steps and train.num_epochs are both 0: nothing to train')
+  return int(math.ceil(train_config.num_epochs * steps_per_epoch))

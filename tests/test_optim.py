@@ -1,0 +1,135 @@
+"""The learning-rate schedules and optimizers that config.optim describes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from resnet_jax import optim
+from resnet_jax.cli import ConfigError
+
+
+def _optim(**overrides):
+  config = default.get_config().optim
+  config.unlock()
+  config.update(overrides)
+  return config
+
+
+def _schedule(config, batch_size=128, steps_per_epoch=100, total_steps=1000):
+  return optim.create_learning_rate_schedule(
+    config, batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
+
+
+def test_paper_cifar_piecewise_schedule_with_linear_scaling():
+  # He et al. 2015: 0.1 at batch 128, divided by 10 at 32k and 48k iterations.
+  lr = _schedule(_optim(learning_rate=0.2, boundaries=(32_000, 48_000)), total_steps=64_000)
+  assert [float(lr(s)) for s in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == pytest.approx(
+    [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+  )
+
+
+def test_boundaries_in_epochs():
+  lr = _schedule(
+    _optim(learning_rate=0.1, boundaries=(30, 60), boundaries_unit='epochs'),
+    batch_size=256,
+    steps_per_epoch=50,
+  )
+  assert [float(lr(s)) for s in (1499, 1500, 2999, 3000)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+
+
+def test_resnet110_constant_warmup_then_piecewise_from_step_zero():
+  config = _optim(
+    learning_rate=0.2,
+    warmup_steps=400,
+    warmup='constant',
+    warmup_factor=0.1,
+    boundaries=(32_000, 48_000),
+  )
+  lr = _schedule(config)
+  assert [float(lr(s)) for s in (0, 399, 400, 32_000)] == pytest.approx([0.01, 0.01, 0.1, 0.01])
+
+
+def test_linear_warmup_then_cosine_to_zero():
+  config = _optim(learning_rate=0.1, schedule='cosine', warmup_epochs=2.0)
+  lr = _schedule(config, batch_size=512, steps_per_epoch=10, total_steps=120)
+  peak = 0.2
+  assert float(lr(0)) == pytest.approx(0.0)
+  assert float(lr(10)) == pytest.approx(peak / 2)
+  assert float(lr(20)) == pytest.approx(peak)
+  assert float(lr(70)) == pytest.approx(peak / 2, rel=1e-5)
+  assert float(lr(120)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+  'field,value',
+  [('schedule', 'step'), ('optimizer', 'adam'), ('warmup', 'exp'), ('boundaries_unit', 'iters')],
+)
+def test_unknown_choices_are_config_errors(field, value):
+  config = _optim(**{field: value, 'warmup_steps': 5})
+  with pytest.raises(ConfigError, match=field):
+    optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+
+
+def _params():
+  return {'conv': {'kernel': jnp.ones((3, 3, 2, 2))}, 'bn': {'scale': jnp.ones((2,))}}
+
+
+def _one_update(config, grads=None, lr=0.1):
+  config.learning_rate = lr * 256 / 128
+  tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+  params = _params()
+  grads = grads or jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return updates
+
+
+def test_weight_decay_masked_off_bn_and_bias():
+  updates = _one_update(_optim(weight_decay=1e-4, decay_bn_and_bias=False, momentum=0.0))
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(updates['bn']['scale'], 0.0)
+  updates = _one_update(_optim(weight_decay=1e-4, decay_bn_and_bias=True, momentum=0.0))
+  np.testing.assert_allclose(updates['bn']['scale'], -0.1 * 1e-4, rtol=1e-6)
+
+
+def test_sgd_nesterov_momentum_matches_optax():
+  grads = {'conv': {'kernel': jnp.full((3, 3, 2, 2), 0.5)}, 'bn': {'scale': jnp.full((2,), -1.0)}}
+  config = _optim(weight_decay=0.0, nesterov=True, momentum=0.9)
+  config.learning_rate = 0.2
+  tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+  ref = optax.sgd(0.1, momentum=0.9, nesterov=True)
+  params = _params()
+  state, ref_state = tx.init(params), ref.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+    ref_updates, ref_state = ref.update(grads, ref_state, params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, ref_updates)
+
+
+def test_gradient_clipping_bounds_the_update():
+  grads = {'conv': {'kernel': jnp.full((3, 3, 2, 2), 100.0)}, 'bn': {'scale': jnp.zeros((2,))}}
+  updates = _one_update(_optim(weight_decay=0.0, momentum=0.0, grad_clip_norm=1.0), grads)
+  assert float(optax.tree.norm(updates)) == pytest.approx(0.1, rel=1e-5)
+
+
+def test_lars_scales_kernels_by_trust_ratio_only():
+  grads = {'conv': {'kernel': jnp.full((3, 3, 2, 2), 2.0)}, 'bn': {'scale': jnp.full((2,), 2.0)}}
+  updates = _one_update(
+    _optim(optimizer='lars', weight_decay=0.0, momentum=0.0, lars_trust_coefficient=0.001), grads
+  )
+  # Kernel: trust ratio 0.001 * |w| / |g| = 0.0005, so the step is lr * 0.0005 * g.
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.0005 * 2.0, rtol=1e-5)
+  np.testing.assert_allclose(updates['bn']['scale'], -0.1 * 2.0, rtol=1e-5)
+
+
+def test_total_steps():
+  train = default.get_config().train
+  assert optim.total_steps(train, steps_per_epoch=10) == 64_000
+  train.num_steps, train.num_epochs = 0, 2.5
+  assert optim.total_steps(train, steps_per_epoch=7) == 18
+  train.num_epochs = 0.0
+  with pytest.raises(ConfigError):
+    optim.total_steps(train, steps_per_epoch=7)
