@@ -30,8 +30,11 @@ def define_config_flag(default: str | None = None, name: str = 'config'):
   """`--config=FILE[:ARG]` plus `--config.a.b=VALUE` overrides of existing fields only."""
   _CONFIG_FLAGS.append(name)
   return config_flags.DEFINE_config_file(
-      name, default, 'Config file (get_config() in a .py file), optionally FILE:ARG.',
-      lock_config=True)
+    name,
+    default,
+    'Config file (get_config() in a .py file), optionally FILE:ARG.',
+    lock_config=True,
+  )
 
 
 def _one_line(message: str) -> str:
@@ -49,8 +52,9 @@ def _missing_key_message(error: Exception, argv: list[str]) -> str:
   text = str(error.args[0]) if error.args else ''
   key = re.match(r"'?([^'\n]*)", text).group(1)
   hint = re.search(r'Did you mean "([^"]+)"', text)
-  arg = next((a for a in argv if a.startswith('--') and key in a.split('=', 1)[0].split('.')[1:]),
-             None)
+  arg = next(
+    (a for a in argv if a.startswith('--') and key in a.split('=', 1)[0].split('.')[1:]), None
+  )
   where = f'{arg}: ' if arg else 'in the config file: '
   suggestion = f' (did you mean "{hint.group(1)}"?)' if hint else ''
   return f"{where}the config has no field '{key}'{suggestion}"

@@ -8,7 +8,7 @@ import pytest
 
 from resnet_jax import cli
 
-_SCRIPT = textwrap.dedent('''
+_SCRIPT = textwrap.dedent("""
     from resnet_jax import cli
     _CONFIG = cli.define_config_flag()
     def main(argv):
@@ -16,30 +16,46 @@ _SCRIPT = textwrap.dedent('''
         raise cli.ConfigError('model.depth=7: not a CIFAR depth')
       print('depth', _CONFIG.value.model.depth)
     cli.run(main)
-''')
+""")
 
 
 def _run(tmp_path, *args):
   script = tmp_path / 'entry.py'
   script.write_text(_SCRIPT)
-  return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                        cwd=tmp_path.parent, env={'PYTHONPATH': str(_root())}, timeout=60)
+  return subprocess.run(
+    [sys.executable, str(script), *args],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path.parent,
+    env={'PYTHONPATH': str(_root())},
+    timeout=60,
+  )
 
 
 def _root():
   import pathlib
+
   return pathlib.Path(cli.__file__).parents[1]
 
 
-@pytest.mark.parametrize('args,message', [
-    (['--config.model.dept=34'],
-     "error: --config.model.dept=34: the config has no field 'dept' (did you mean \"depth\"?)"),
-    (['--config.modl.depth=34'],
-     "error: --config.modl.depth=34: the config has no field 'modl' (did you mean \"model\"?)"),
-    (['--config.model.depth=abc'],
-     "error: flag --config.model.depth=abc: invalid literal for int() with base 10: 'abc'"),
+@pytest.mark.parametrize(
+  'args,message',
+  [
+    (
+      ['--config.model.dept=34'],
+      'error: --config.model.dept=34: the config has no field \'dept\' (did you mean "depth"?)',
+    ),
+    (
+      ['--config.modl.depth=34'],
+      'error: --config.modl.depth=34: the config has no field \'modl\' (did you mean "model"?)',
+    ),
+    (
+      ['--config.model.depth=abc'],
+      "error: flag --config.model.depth=abc: invalid literal for int() with base 10: 'abc'",
+    ),
     (['--config.model.depth=7'], 'error: model.depth=7: not a CIFAR depth'),
-])
+  ],
+)
 def test_config_mistakes_are_one_line(tmp_path, args, message):
   result = _run(tmp_path, f'--config={_root() / "configs/default.py"}', *args)
   assert result.returncode == 2, result.stderr
@@ -51,19 +67,21 @@ def test_config_file_that_does_not_load(tmp_path):
   result = _run(tmp_path, '--config=configs/nope.py')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: --config: the config file does not load: "
-      "No such file or directory: 'configs/nope.py'"]
+    "error: --config: the config file does not load: No such file or directory: 'configs/nope.py'"
+  ]
   broken = tmp_path / 'broken.py'
   broken.write_text('def get_config(:\n')
   result = _run(tmp_path, f'--config={broken}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      'error: the config file does not load: SyntaxError: invalid syntax (broken.py, line 1)']
+    'error: the config file does not load: SyntaxError: invalid syntax (broken.py, line 1)'
+  ]
   broken.write_text('def get_config():\n  return 1 / 0\n')
   result = _run(tmp_path, f'--config={broken}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      'error: the config file does not load: ZeroDivisionError: division by zero']
+    'error: the config file does not load: ZeroDivisionError: division by zero'
+  ]
 
 
 def test_good_override_runs(tmp_path):
@@ -74,6 +92,7 @@ def test_good_override_runs(tmp_path):
 
 def test_config_json_round_trip():
   from configs import default
+
   config = default.get_config()
   again = cli.config_from_json(cli.config_to_json(config))
   assert again.model.to_dict() == config.model.to_dict()
