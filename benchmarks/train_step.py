@@ -1,0 +1,226 @@
+"""Train-step and eval-step throughput of our jit-compiled step, side by side with PyTorch.
+
+  python -m benchmarks.train_step --model=resnet50              # ImageNet shapes, batch 32 at 224
+  python -m benchmarks.train_step --model=resnet20 --mode=eval  # CIFAR shapes, batch 128 at 32
+
+Ours is exactly what train.py runs (`trainer.make_train_step` / the evaluator's
+step) on synthetic data already on the device; PyTorch's is torchvision's
+ResNet (or the paper's CIFAR ResNet with option A, written below) in
+channels_last with SGD + momentum, with as many threads as cores. torch is a
+development requirement only: without it the torch column is empty.
+Median images/s after warm-up; compile seconds; XLA's FLOP count of the step
+and its fraction of this machine's fp32 GEMM peak measured in the same run.
+Prints a table, then one JSON line.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from configs import resnet_cifar10, resnet_imagenet
+from resnet_jax import evaluator, parallel, trainer
+
+# name -> (config module, config argument, image size, default batch)
+MODELS = {
+  'resnet18': (resnet_imagenet, '18', 224, 32),
+  'resnet50': (resnet_imagenet, '50', 224, 32),
+  'resnet20': (resnet_cifar10, '20', 32, 128),
+  'resnet56': (resnet_cifar10, '56', 32, 128),
+  'resnet110': (resnet_cifar10, '110', 32, 128),
+}
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """fp32 matrix-multiply GFLOP/s of this machine (numpy's BLAS), best of `repeats`."""
+  a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best / 1e9
+
+
+def _time_steps(run_step, steps: int, warmup: int = 2) -> float:
+  """Median seconds per call of `run_step` (which blocks until done), after warm-up."""
+  for _ in range(warmup):
+    run_step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run_step()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str) -> dict:
+  module, arg, size, _ = MODELS[name]
+  config = module.get_config(arg)
+  config.model.dtype = dtype
+  config.data.dataset = 'synthetic'
+  config.data.image_size = size
+  config.train.batch_size = batch_size
+  mesh = parallel.create_mesh()
+  setup = trainer.setup(config, mesh)
+  rng = np.random.default_rng(0)
+  batch = {
+    'image': rng.standard_normal((batch_size, size, size, 3), dtype=np.float32),
+    'label': rng.integers(0, setup.info.num_classes, batch_size).astype(np.int32),
+  }
+  if mode == 'eval':
+    batch['mask'] = np.ones(batch_size, bool)
+  batch = parallel.shard_batch(batch, mesh)
+
+  start = time.perf_counter()
+  if mode == 'train':
+    step = trainer.make_train_step(setup.graphdef, setup.tx, setup.schedule, mesh)
+    compiled = step.lower(setup.state, batch).compile()
+  else:
+    step = evaluator.make_eval_step(setup.graphdef, mesh)
+    compiled = step.lower(setup.state.params, setup.state.batch_stats, batch).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  memory = compiled.memory_analysis()
+
+  state = setup.state
+  if mode == 'train':
+
+    def run_step():
+      nonlocal state
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+  else:
+
+    def run_step():
+      jax.block_until_ready(compiled(state.params, state.batch_stats, batch))
+
+  seconds = _time_steps(run_step, steps)
+  peak_bytes = None
+  if memory is not None:
+    peak_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes
+  return {
+    'images_per_s': batch_size / seconds,
+    'compile_s': compile_s,
+    'gflop_per_image': cost.get('flops', 0.0) / batch_size / 1e9,
+    'xla_peak_mb': None if peak_bytes is None else peak_bytes / 2**20,
+  }
+
+
+def _torch_cifar_resnet(depth: int, num_classes: int = 10):
+  """He et al. 2015's CIFAR ResNet with option A shortcuts, in PyTorch."""
+  import torch
+  from torch import nn
+
+  class Unit(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+      self.bn1 = nn.BatchNorm2d(c_out)
+      self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+      self.bn2 = nn.BatchNorm2d(c_out)
+      self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      y = self.bn2(self.conv2(y))
+      shortcut = x[:, :, :: self.stride, :: self.stride]
+      if self.pad:
+        shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, 0, self.pad))
+      return torch.relu(y + shortcut)
+
+  n = (depth - 2) // 6
+  layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+  c_in = 16
+  for i, c_out in enumerate((16, 32, 64)):
+    for j in range(n):
+      layers.append(Unit(c_in, c_out, 2 if i > 0 and j == 0 else 1))
+      c_in = c_out
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
+  return nn.Sequential(*layers)
+
+
+def theirs(name: str, mode: str, batch_size: int, steps: int) -> dict | None:
+  try:
+    import torch
+    import torchvision
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count())
+  _, arg, size, _ = MODELS[name]
+  if name.startswith('resnet') and size == 224:
+    model, classes = getattr(torchvision.models, name)(), 1000
+  else:
+    model, classes = _torch_cifar_resnet(int(arg)), 10
+  model = model.to(memory_format=torch.channels_last)
+  x = torch.randn(batch_size, 3, size, size).to(memory_format=torch.channels_last)
+  y = torch.randint(0, classes, (batch_size,))
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+  def train_step():
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+  def eval_step():
+    with torch.no_grad():
+      model(x)
+
+  model.train(mode == 'train')
+  seconds = _time_steps(train_step if mode == 'train' else eval_step, steps)
+  return {'images_per_s': batch_size / seconds, 'torch_version': torch.__version__}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--model', choices=sorted(MODELS), default='resnet50')
+  parser.add_argument('--mode', choices=('train', 'eval'), default='train')
+  parser.add_argument('--batch', type=int, default=0, help='default: 32 ImageNet, 128 CIFAR')
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--no-torch', action='store_true')
+  args = parser.parse_args()
+  batch = args.batch or MODELS[args.model][3]
+
+  peak = gemm_peak_gflops()
+  mine = ours(args.model, args.mode, batch, args.steps, args.dtype)
+  torch_result = None if args.no_torch else theirs(args.model, args.mode, batch, args.steps)
+  torch_ips = torch_result['images_per_s'] if torch_result else None
+  gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
+  result = {
+    'model': args.model,
+    'mode': args.mode,
+    'batch': batch,
+    'dtype': args.dtype,
+    'devices': jax.device_count(),
+    'platform': jax.devices()[0].platform,
+    'load_average': os.getloadavg()[0],
+    **mine,
+    'gflop_per_s': gflops_achieved,
+    'gemm_peak_gflop_per_s': peak,
+    'fraction_of_peak': gflops_achieved / peak,
+    'torch_images_per_s': torch_ips,
+    'ratio': mine['images_per_s'] / torch_ips if torch_ips else None,
+  }
+  print(
+    f'{args.model} {args.mode}, batch {batch}, {args.dtype}, {result["platform"]} '
+    f'x{result["devices"]}, load {result["load_average"]:.1f}'
+  )
+  print(
+    f'  ours   {mine["images_per_s"]:9.1f} img/s   compile {mine["compile_s"]:.1f} s   '
+    f'{mine["gflop_per_image"]:.2f} GFLOP/img   {gflops_achieved:.0f} GFLOP/s '
+    f'({100 * result["fraction_of_peak"]:.0f}% of {peak:.0f} GEMM peak)'
+  )
+  if torch_ips:
+    print(f'  torch  {torch_ips:9.1f} img/s   ({torch_result["torch_version"]}, channels_last)')
+    print(f'  ratio  {result["ratio"]:9.2f}x')
+  print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
+
+
+if __name__ == '__main__':
+  main()
