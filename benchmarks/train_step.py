@@ -58,10 +58,11 @@ def _time_steps(run_step, steps: int, warmup: int = 2) -> float:
   return statistics.median(times)
 
 
-def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str) -> dict:
+def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1: str) -> dict:
   module, arg, size, _ = MODELS[name]
   config = module.get_config(arg)
   config.model.dtype = dtype
+  config.model.conv1x1 = conv1x1
   config.data.dataset = 'synthetic'
   config.data.image_size = size
   config.train.batch_size = batch_size
@@ -183,12 +184,13 @@ def main():
   parser.add_argument('--batch', type=int, default=0, help='default: 32 ImageNet, 128 CIFAR')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--conv1x1', choices=('auto', 'einsum', 'conv'), default='auto')
   parser.add_argument('--no-torch', action='store_true')
   args = parser.parse_args()
   batch = args.batch or MODELS[args.model][3]
 
   peak = gemm_peak_gflops()
-  mine = ours(args.model, args.mode, batch, args.steps, args.dtype)
+  mine = ours(args.model, args.mode, batch, args.steps, args.dtype, args.conv1x1)
   torch_result = None if args.no_torch else theirs(args.model, args.mode, batch, args.steps)
   torch_ips = torch_result['images_per_s'] if torch_result else None
   gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
@@ -197,6 +199,7 @@ def main():
     'mode': args.mode,
     'batch': batch,
     'dtype': args.dtype,
+    'conv1x1': args.conv1x1,
     'devices': jax.device_count(),
     'platform': jax.devices()[0].platform,
     'load_average': os.getloadavg()[0],

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
   model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
+  model.conv1x1 = 'auto'  # 1x1 convs as: einsum | conv | auto (einsum on CPU, conv elsewhere)
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic

@@ -271,3 +271,13 @@ def test_train_and_eval_modes_differ_only_in_batchnorm(model_config):
   assert not np.allclose(untrained_eval, train_logits, atol=1e-3)
   model.eval()
   np.testing.assert_allclose(model(images), train_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_conv1x1_choice_keeps_parameters_and_multiply_adds(model_config):
+  counts = {}
+  for choice in ('conv', 'einsum'):
+    model, rows = _rows(model_config, (64, 64, 3), 10, depth=50, conv1x1=choice, **IMAGENET)
+    counts[choice] = (count_params(model), sum(r.macs for r in rows))
+  assert counts['conv'] == counts['einsum']
+  with pytest.raises(ValueError, match="'auto', 'einsum', 'conv'"):
+    network_spec(override(model_config, conv1x1='matmul'))

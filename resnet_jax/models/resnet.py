@@ -40,8 +40,9 @@ STEMS = ('imagenet', 'cifar')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 MODEL_FIELDS = (
   'depth', 'block', 'stem', 'shortcut', 'variant', 'width',
-  'zero_init_residual', 'bn_group_size', 'dtype',
+  'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1',
 )  # fmt: skip
+CONV1X1 = ('auto', 'einsum', 'conv')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,13 @@ def _cifar_units(depth: int, block: str) -> int:
   return (depth - 2) // per_depth
 
 
+def _pointwise_einsum(choice: str) -> bool:
+  """1x1 convolutions as einsum: on CPU by default (see blocks.PointwiseConv)."""
+  if choice == 'auto':
+    return jax.default_backend() == 'cpu'
+  return choice == 'einsum'
+
+
 def network_spec(model_config) -> NetworkSpec:
   """Validates `config.model` and resolves it; a ValueError names what is allowed."""
   cfg = ml_collections.ConfigDict(model_config)
@@ -96,6 +104,7 @@ def network_spec(model_config) -> NetworkSpec:
   _choose('shortcut', cfg.shortcut, SHORTCUTS)
   _choose('variant', cfg.variant, VARIANTS)
   _choose('dtype', cfg.dtype, tuple(DTYPES))
+  _choose('conv1x1', cfg.conv1x1, CONV1X1)
   if not isinstance(cfg.width, int) or cfg.width < 1:
     raise ValueError(f'model.width must be a positive integer, got {cfg.width!r}')
   if cfg.zero_init_residual and cfg.shortcut == 'none':
@@ -127,6 +136,7 @@ def network_spec(model_config) -> NetworkSpec:
     zero_init_residual=cfg.zero_init_residual,
     bn_group_size=cfg.bn_group_size,
     dtype=DTYPES[cfg.dtype],
+    pointwise_einsum=_pointwise_einsum(cfg.conv1x1),
   )
   return NetworkSpec(stem=cfg.stem, width=cfg.width, units_per_stage=units, unit=unit)
 
