@@ -19,6 +19,7 @@ import time
 import ml_collections
 import numpy as np
 
+from configs import default
 from resnet_jax import data
 from resnet_jax.data.tf_setup import tf
 
@@ -81,17 +82,13 @@ def plain_train_iterator(paths, batch: int):
 
 
 def _config(dataset, preprocess, image_size, **extra) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-    dict(
-      dataset=dataset,
-      train_split='train',
-      eval_split='train',
-      image_size=image_size,
-      preprocess=preprocess,
-      data_dir='',
-      **extra,
-    )
-  )
+  """configs/default.py's `data` with these fields."""
+  config = default.get_config().data
+  fields = dict(dataset=dataset, train_split='train', eval_split='train', image_size=image_size,
+                preprocess=preprocess, data_dir='', **extra)  # fmt: skip
+  for name, value in fields.items():
+    setattr(config, name, value)
+  return config
 
 
 def _cpu_seconds() -> float:

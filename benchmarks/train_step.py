@@ -16,12 +16,14 @@ Prints a table, then one JSON line.
 import argparse
 import json
 import os
-import statistics
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 
+from benchmarks.timing import median_step_seconds
 from configs import resnet_cifar10, resnet_imagenet
 from resnet_jax import evaluator, parallel, trainer
 
@@ -44,18 +46,6 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     a @ a
     best = min(best, time.perf_counter() - start)
   return 2 * n**3 / best / 1e9
-
-
-def _time_steps(run_step, steps: int, warmup: int = 2) -> float:
-  """Median seconds per call of `run_step` (which blocks until done), after warm-up."""
-  for _ in range(warmup):
-    run_step()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    run_step()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1: str) -> dict:
@@ -101,7 +91,7 @@ def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1:
     def run_step():
       jax.block_until_ready(compiled(state.params, state.batch_stats, batch))
 
-  seconds = _time_steps(run_step, steps)
+  seconds = median_step_seconds(run_step, steps)
   peak_bytes = None
   if memory is not None:
     peak_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes
@@ -113,68 +103,19 @@ def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1:
   }
 
 
-def _torch_cifar_resnet(depth: int, num_classes: int = 10):
-  """He et al. 2015's CIFAR ResNet with option A shortcuts, in PyTorch."""
-  import torch
-  from torch import nn
-
-  class Unit(nn.Module):
-    def __init__(self, c_in, c_out, stride):
-      super().__init__()
-      self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(c_out)
-      self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-      self.bn2 = nn.BatchNorm2d(c_out)
-      self.stride, self.pad = stride, c_out - c_in
-
-    def forward(self, x):
-      y = torch.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      shortcut = x[:, :, :: self.stride, :: self.stride]
-      if self.pad:
-        shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, 0, self.pad))
-      return torch.relu(y + shortcut)
-
-  n = (depth - 2) // 6
-  layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-  c_in = 16
-  for i, c_out in enumerate((16, 32, 64)):
-    for j in range(n):
-      layers.append(Unit(c_in, c_out, 2 if i > 0 and j == 0 else 1))
-      c_in = c_out
-  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-  return nn.Sequential(*layers)
-
-
 def theirs(name: str, mode: str, batch_size: int, steps: int) -> dict | None:
-  try:
-    import torch
-    import torchvision
-  except ImportError:
-    return None
-  torch.set_num_threads(os.cpu_count())
+  """PyTorch's numbers, from a separate process: torch and TensorFlow/JAX in one
+  process crash here (segmentation fault in the first torch step)."""
   _, arg, size, _ = MODELS[name]
-  if name.startswith('resnet') and size == 224:
-    model, classes = getattr(torchvision.models, name)(), 1000
-  else:
-    model, classes = _torch_cifar_resnet(int(arg)), 10
-  model = model.to(memory_format=torch.channels_last)
-  x = torch.randn(batch_size, 3, size, size).to(memory_format=torch.channels_last)
-  y = torch.randint(0, classes, (batch_size,))
-  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-
-  def train_step():
-    optimizer.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    optimizer.step()
-
-  def eval_step():
-    with torch.no_grad():
-      model(x)
-
-  model.train(mode == 'train')
-  seconds = _time_steps(train_step if mode == 'train' else eval_step, steps)
-  return {'images_per_s': batch_size / seconds, 'torch_version': torch.__version__}
+  command = [
+    sys.executable, '-m', 'benchmarks.torch_step', f'--arch={name}', f'--depth={arg}',
+    f'--size={size}', f'--mode={mode}', f'--batch={batch_size}', f'--steps={steps}',
+  ]  # fmt: skip
+  result = subprocess.run(command, capture_output=True, text=True)
+  if result.returncode != 0:
+    print(f'  torch: no result ({result.stderr.strip().splitlines()[-1:]})')
+    return None
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -220,7 +161,10 @@ def main():
     f'({100 * result["fraction_of_peak"]:.0f}% of {peak:.0f} GEMM peak)'
   )
   if torch_ips:
-    print(f'  torch  {torch_ips:9.1f} img/s   ({torch_result["torch_version"]}, channels_last)')
+    print(
+      f'  torch  {torch_ips:9.1f} img/s   ({torch_result["torch_version"]}, channels_last, '
+      f'peak RSS {torch_result["peak_rss_mb"]:.0f} MB)'
+    )
     print(f'  ratio  {result["ratio"]:9.2f}x')
   print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
 
