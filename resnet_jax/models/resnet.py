@@ -219,22 +219,33 @@ class ResNet(nnx.Module):
     )
     self.head = nnx.Linear(final_channels, num_classes, param_dtype=jnp.float32, rngs=rngs)
 
-  def features(self, x_nhwc: jax.Array) -> list[jax.Array]:
-    """The output of each stage (C2..C5 for ImageNet networks: strides 4, 8, 16, 32)."""
+  def stage_outputs(self, x_nhwc: jax.Array) -> list[jax.Array]:
+    """The raw output of each stage."""
     y = self.stem(x_nhwc.astype(self.spec.unit.dtype))
     outputs = []
     for stage in self.stages:
       y = stage(y)
       outputs.append(y)
-    if self.final_norm is not None:
-      outputs[-1] = jax.nn.relu(self.final_norm(outputs[-1]))
     return outputs
+
+  def _finish(self, y_nhwc: jax.Array) -> jax.Array:
+    """The final BN-ReLU of pre-activation networks (identity otherwise)."""
+    return y_nhwc if self.final_norm is None else jax.nn.relu(self.final_norm(y_nhwc))
+
+  def features(self, x_nhwc: jax.Array) -> list[jax.Array]:
+    """The output of each stage (C2..C5 for ImageNet networks: strides 4, 8, 16, 32)."""
+    outputs = self.stage_outputs(x_nhwc)
+    outputs[-1] = self._finish(outputs[-1])
+    return outputs
+
+  def logits(self, last_stage_nhwc: jax.Array) -> jax.Array:
+    """(final BN-ReLU,) global average pool and the linear classifier, in float32."""
+    pooled_nc = jnp.mean(self._finish(last_stage_nhwc).astype(jnp.float32), axis=(1, 2))
+    return self.head(pooled_nc)
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
     """NHWC images -> float32 logits [batch, num_classes]."""
-    y_nhwc = self.features(x_nhwc)[-1]
-    pooled_nc = jnp.mean(y_nhwc.astype(jnp.float32), axis=(1, 2))
-    return self.head(pooled_nc)
+    return self.logits(self.stage_outputs(x_nhwc)[-1])
 
 
 def create_model(model_config, *, num_classes: int, in_channels: int = 3, rngs: nnx.Rngs) -> ResNet:

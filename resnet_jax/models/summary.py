@@ -86,9 +86,7 @@ def summarize(model: ResNet, image_shape_hwc: tuple[int, int, int]) -> list[Laye
     if part == 'stem':
       return net.stem(x.astype(net.spec.unit.dtype))
     if part == 'head':
-      if net.final_norm is not None:
-        x = jax.nn.relu(net.final_norm(x))
-      return net.head(jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
+      return net.logits(x)
     return net.stages[int(part)](x)
 
   parts = [('stem', 'stem', 0)]
