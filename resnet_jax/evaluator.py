@@ -56,7 +56,11 @@ def evaluate_split(
   """{'loss', 'top1', 'top5', 'num_examples'} over every example of the split (default eval)."""
   accumulator = metrics.EvalAccumulator()
   for batch in data.create_eval_iterator(
-    config.data, global_batch_size=eval_batch_size(config), split=split, crops=crops
+    config.data,
+    global_batch_size=eval_batch_size(config),
+    split=split,
+    crops=crops,
+    dtype=config.model.dtype,
   ):
     accumulator.add(eval_step(params, batch_stats, parallel.shard_batch(batch, mesh)))
   return accumulator.result()

@@ -154,7 +154,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(
-    config.data, global_batch_size=config.train.batch_size, seed=config.seed, start_step=start
+    config.data,
+    global_batch_size=config.train.batch_size,
+    seed=config.seed,
+    start_step=start,
+    dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
   )
   _print(
     f'training {total} steps ({setup_.steps_per_epoch} per epoch) on {mesh.devices.size} '

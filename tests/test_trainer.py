@@ -139,3 +139,24 @@ def test_train_step_on_eight_devices():
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('ok')
+
+
+def test_bfloat16_run_feeds_bfloat16_images_and_learns(tmp_path, monkeypatch):
+  from resnet_jax import data
+
+  seen = []
+  create = data.create_train_iterator
+
+  def recording(*args, **kwargs):
+    for batch in create(*args, **kwargs):
+      seen.append(batch['image'].dtype)
+      yield batch
+
+  monkeypatch.setattr(data, 'create_train_iterator', recording)
+  config = tiny_config(4)
+  config.model.dtype = 'bfloat16'
+  result = trainer.train_and_evaluate(config, tmp_path)
+  assert {str(d) for d in seen} == {'bfloat16'}
+  assert np.isfinite(result['loss'])
+  train = metrics.read_metrics(tmp_path, 'train')
+  assert train[-1]['loss'] < train[0]['loss']
