@@ -9,7 +9,6 @@ from flax import nnx
 
 from resnet_jax.models import GroupBatchNorm, create_model, network_spec
 from resnet_jax.models.summary import count_params, summarize
-from tests.conftest import override
 
 IMAGENET = dict(stem='imagenet', width=64, shortcut='B')
 
@@ -27,6 +26,12 @@ TORCHVISION_PARAMS = {
 PAPER_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 # He et al. 2015, Section 4.2 / Table 6: CIFAR parameters in millions, as printed.
 PAPER_CIFAR_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
+
+
+def override(model_config, **fields):
+  for name, value in fields.items():
+    setattr(model_config, name, value)
+  return model_config
 
 
 def _model(model_config, num_classes=10, in_channels=3, seed=0, **fields):

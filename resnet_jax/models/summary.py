@@ -80,29 +80,24 @@ def summarize(model: ResNet, image_shape_hwc: tuple[int, int, int]) -> list[Laye
   """One row for the stem, each stage, and the head, for a single image in eval mode."""
   graphdef, state = nnx.split(model)
 
-  def run_part(state, x, part: str):
+  def eval_net(state) -> ResNet:
     net = nnx.merge(graphdef, state)
     net.eval()
-    if part == 'stem':
-      return net.stem(x.astype(net.spec.unit.dtype))
-    if part == 'head':
-      return net.logits(x)
-    return net.stages[int(part)](x)
+    return net
 
-  parts = [('stem', 'stem', 0)]
-  parts += [(f'stage{i + 1}', str(i), len(s.units)) for i, s in enumerate(model.stages)]
-  parts += [('head', 'head', 0)]
+  # (row name, units, the modules whose parameters it counts, how it runs)
+  parts = [('stem', 0, [model.stem], lambda net, x: net.stem(x.astype(net.spec.unit.dtype)))]
+  parts += [
+    (f'stage{i + 1}', len(stage.units), [stage], lambda net, x, i=i: net.stages[i](x))
+    for i, stage in enumerate(model.stages)
+  ]
+  parts += [('head', 0, [model.final_norm, model.head], lambda net, x: net.logits(x))]
   rows = []
   x = jax.ShapeDtypeStruct((1, *image_shape_hwc), jnp.float32)
-  for name, part, units in parts:
-    fn = lambda s, x, part=part: run_part(s, x, part)
+  for name, units, modules, apply in parts:
+    fn = lambda state, x, apply=apply: apply(eval_net(state), x)
     out = jax.eval_shape(fn, state, x)
-    module = (
-      model.stem if part == 'stem' else model.head if part == 'head' else model.stages[int(part)]
-    )
-    params = count_params(module)
-    if part == 'head' and model.final_norm is not None:
-      params += count_params(model.final_norm)
+    params = sum(count_params(m) for m in modules if m is not None)
     rows.append(LayerRow(name, units, tuple(out.shape[1:]), params, count_macs(fn, state, x)))
     x = out
   return rows
