@@ -140,26 +140,6 @@ def test_he_fan_out_initialization():
   assert abs(kernel.mean()) < 0.01
 
 
-@pytest.mark.parametrize('stride', [1, 2])
-def test_pointwise_einsum_equals_the_1x1_convolution_with_its_gradients(stride):
-  from resnet_jax.models.blocks import PointwiseConv, conv
-
-  reference = conv(16, 24, 1, stride, dtype=jnp.float32, rngs=nnx.Rngs(3))
-  einsum = conv(16, 24, 1, stride, dtype=jnp.float32, rngs=nnx.Rngs(3), pointwise_einsum=True)
-  assert isinstance(einsum, PointwiseConv) and isinstance(reference, nnx.Conv)
-  np.testing.assert_array_equal(einsum.kernel[...], reference.kernel[...])  # same init
-  x = _x((2, 7, 7, 16))  # odd size: the strided read must match the conv's output size
-
-  def loss(module, x):
-    return jnp.sum(jnp.sin(module(x)))
-
-  (g_ref_module, g_ref_x) = nnx.grad(loss, argnums=(0, 1))(reference, x)
-  (g_ein_module, g_ein_x) = nnx.grad(loss, argnums=(0, 1))(einsum, x)
-  np.testing.assert_allclose(einsum(x), reference(x), atol=1e-5)
-  np.testing.assert_allclose(g_ein_module.kernel[...], g_ref_module.kernel[...], atol=1e-4)
-  np.testing.assert_allclose(g_ein_x, g_ref_x, atol=1e-5)
-
-
 @pytest.mark.parametrize('variant', ['v1', 'v1.5', 'preact'])
 def test_bottleneck_with_einsum_1x1_has_the_same_state_and_outputs(variant):
   def unit(einsum):

@@ -3,6 +3,7 @@
 from resnet_jax.models.blocks import ProjectionShortcut, ResidualUnit, ZeroPadShortcut
 from resnet_jax.models.norm import GroupBatchNorm
 from resnet_jax.models.resnet import (
+  EXECUTION_FIELDS,
   IMAGENET_DEPTHS,
   NetworkSpec,
   ResNet,
@@ -11,6 +12,7 @@ from resnet_jax.models.resnet import (
 )
 
 __all__ = [
+  'EXECUTION_FIELDS',
   'IMAGENET_DEPTHS',
   'GroupBatchNorm',
   'NetworkSpec',

@@ -17,85 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from resnet_jax.models.conv import conv, he_normal
 from resnet_jax.models.norm import GroupBatchNorm
 
 BLOCKS = ('basic', 'bottleneck')
 SHORTCUTS = ('A', 'B', 'C', 'D', 'none')
 VARIANTS = ('v1', 'v1.5', 'preact')
 BOTTLENECK_EXPANSION = 4
-
-# He et al. 2015, Section 3.4: "We initialize the weights as in [13]": a
-# zero-mean Gaussian with std sqrt(2 / fan), here over fan-out like torchvision.
-he_normal = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-class PointwiseConv(nnx.Module):
-  """A 1x1 convolution written as a matrix product over channels.
-
-  Same parameter (`kernel`, [1, 1, in, out], drawn from the same key) and the
-  same result as `nnx.Conv` with a 1x1 kernel, so checkpoints load either way.
-  XLA:CPU runs this einsum and its gradients several times faster than the
-  equivalent convolution (178 vs 35 GFLOP/s forward at 56x56, 256->64);
-  on GPU/TPU both lower to the same matrix unit, so there `conv` stays the default.
-  """
-
-  def __init__(
-    self,
-    in_channels: int,
-    out_channels: int,
-    stride: int,
-    *,
-    dtype: jnp.dtype,
-    rngs: nnx.Rngs,
-    kernel_init=he_normal,
-  ):
-    shape = (1, 1, in_channels, out_channels)
-    self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
-    self.strides = stride
-    self.dtype = dtype
-
-  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
-    if self.strides > 1:  # an unpadded strided 1x1 convolution reads every s-th pixel
-      x_nhwc = x_nhwc[:, :: self.strides, :: self.strides, :]
-    kernel_cd = self.kernel[...][0, 0].astype(self.dtype)
-    return jnp.einsum('bhwc,cd->bhwd', x_nhwc.astype(self.dtype), kernel_cd)
-
-
-def conv(
-  in_channels: int,
-  out_channels: int,
-  kernel: int,
-  stride: int = 1,
-  *,
-  dtype: jnp.dtype,
-  rngs: nnx.Rngs,
-  kernel_init=he_normal,
-  pointwise_einsum: bool = False,
-) -> nnx.Module:
-  """A bias-free square convolution padded symmetrically, as in the papers and torchvision.
-
-  Flax's 'SAME' padding puts the extra row at the bottom for strided convs on
-  even sizes, which would shift every downsampled feature map by a pixel
-  relative to the reference implementations. With `pointwise_einsum`, a 1x1
-  convolution is a `PointwiseConv`.
-  """
-  if kernel == 1 and pointwise_einsum:
-    return PointwiseConv(
-      in_channels, out_channels, stride, dtype=dtype, rngs=rngs, kernel_init=kernel_init
-    )
-  pad = (kernel - 1) // 2
-  return nnx.Conv(
-    in_channels,
-    out_channels,
-    (kernel, kernel),
-    strides=stride,
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    kernel_init=kernel_init,
-    rngs=rngs,
-  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +36,8 @@ class UnitOptions:
   zero_init_residual: bool
   bn_group_size: int
   dtype: jnp.dtype
-  pointwise_einsum: bool = False  # 1x1 convolutions as einsum (PointwiseConv)
+  pointwise_einsum: bool = False  # 1x1 convolutions as einsum (conv.PointwiseConv)
+  explicit_conv_grads: bool = False  # stride-1 convolutions' backward written out (conv.Conv)
 
 
 class ZeroPadShortcut(nnx.Module):
@@ -147,12 +76,13 @@ class ProjectionShortcut(nnx.Module):
     dtype: jnp.dtype,
     rngs: nnx.Rngs,
     pointwise_einsum: bool = False,
+    explicit_grads: bool = False,
   ):
     self.pool_stride = stride if avg_pool else 1
     conv_stride = 1 if avg_pool else stride
     self.conv = conv(
       in_channels, out_channels, 1, conv_stride, dtype=dtype, rngs=rngs,
-      pointwise_einsum=pointwise_einsum,
+      pointwise_einsum=pointwise_einsum, explicit_grads=explicit_grads,
     )  # fmt: skip
     self.norm = GroupBatchNorm(out_channels, group_size=bn_group_size) if with_norm else None
 
@@ -185,6 +115,7 @@ def make_shortcut(
     dtype=options.dtype,
     rngs=rngs,
     pointwise_einsum=options.pointwise_einsum,
+    explicit_grads=options.explicit_conv_grads,
   )
 
 
@@ -226,6 +157,7 @@ class ResidualUnit(nnx.Module):
         rngs=rngs,
         kernel_init=nnx.initializers.zeros if zero_conv and i == last else he_normal,
         pointwise_einsum=options.pointwise_einsum,
+        explicit_grads=options.explicit_conv_grads,
       )
       for i, (c_in, c_out, k, s) in enumerate(layout)
     ])  # fmt: skip

@@ -21,8 +21,8 @@ from resnet_jax.models.blocks import (
   VARIANTS,
   ResidualUnit,
   UnitOptions,
-  conv,
 )
+from resnet_jax.models.conv import conv
 from resnet_jax.models.norm import GroupBatchNorm
 
 # depth -> (block, units per stage), He et al. 2015 Table 1; 200 from He et al. 2016.
@@ -40,9 +40,12 @@ STEMS = ('imagenet', 'cifar')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 MODEL_FIELDS = (
   'depth', 'block', 'stem', 'shortcut', 'variant', 'width',
-  'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1',
+  'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1', 'scan', 'remat',
 )  # fmt: skip
 CONV1X1 = ('auto', 'einsum', 'conv')
+# Fields that choose how the network is computed, not what it is: the same
+# parameters and (to float tolerance) the same outputs whatever their values.
+EXECUTION_FIELDS = ('dtype', 'conv1x1', 'scan', 'remat')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class NetworkSpec:
   width: int
   units_per_stage: tuple[int, ...]
   unit: UnitOptions
+  scan: bool = False  # each stage's repeated units run under one lax.scan
+  remat: bool = False  # each unit's activations are recomputed in the backward pass
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -82,11 +87,14 @@ def _cifar_units(depth: int, block: str) -> int:
   return (depth - 2) // per_depth
 
 
+def _on_cpu() -> bool:
+  """Whether XLA:CPU runs the network (the formulations in `conv` are for it)."""
+  return jax.default_backend() == 'cpu'
+
+
 def _pointwise_einsum(choice: str) -> bool:
-  """1x1 convolutions as einsum: on CPU by default (see blocks.PointwiseConv)."""
-  if choice == 'auto':
-    return jax.default_backend() == 'cpu'
-  return choice == 'einsum'
+  """1x1 convolutions as einsum: on CPU by default (see conv.PointwiseConv)."""
+  return _on_cpu() if choice == 'auto' else choice == 'einsum'
 
 
 def network_spec(model_config) -> NetworkSpec:
@@ -137,8 +145,16 @@ def network_spec(model_config) -> NetworkSpec:
     bn_group_size=cfg.bn_group_size,
     dtype=DTYPES[cfg.dtype],
     pointwise_einsum=_pointwise_einsum(cfg.conv1x1),
+    explicit_conv_grads=_on_cpu(),
   )
-  return NetworkSpec(stem=cfg.stem, width=cfg.width, units_per_stage=units, unit=unit)
+  return NetworkSpec(
+    stem=cfg.stem,
+    width=cfg.width,
+    units_per_stage=units,
+    unit=unit,
+    scan=cfg.scan,
+    remat=cfg.remat,
+  )
 
 
 class Stem(nnx.Module):
@@ -152,7 +168,10 @@ class Stem(nnx.Module):
     imagenet = spec.stem == 'imagenet'
     kernel, stride = (7, 2) if imagenet else (3, 1)
     self.max_pool = imagenet
-    self.conv = conv(in_channels, spec.width, kernel, stride, dtype=spec.unit.dtype, rngs=rngs)
+    self.conv = conv(
+      in_channels, spec.width, kernel, stride,
+      dtype=spec.unit.dtype, rngs=rngs, explicit_grads=spec.unit.explicit_conv_grads,
+    )  # fmt: skip
     preact = spec.unit.variant == 'preact'
     self.norm = None if preact else GroupBatchNorm(spec.width, group_size=spec.unit.bn_group_size)
 
@@ -166,7 +185,16 @@ class Stem(nnx.Module):
 
 
 class Stage(nnx.Module):
-  """Units at one resolution; the first may downsample and widen."""
+  """Units at one resolution; the first may downsample and widen.
+
+  With `scan`, the units after the first (all of one shape) run as one
+  `lax.scan` over their parameters stacked on the fly: the step compiles one
+  unit body instead of one per unit, so compile time stops growing with depth,
+  and XLA cannot fuse across units (on CPU it otherwise recomputes whole
+  chains of post-activation unit outputs inside backward fusions). The
+  parameters stay one entry per unit, so checkpoints load either way. With
+  `remat`, each unit keeps only its input for the backward pass.
+  """
 
   def __init__(
     self,
@@ -176,8 +204,12 @@ class Stage(nnx.Module):
     stride: int,
     options: UnitOptions,
     *,
+    scan: bool = False,
+    remat: bool = False,
     rngs: nnx.Rngs,
   ):
+    self.scan = scan
+    self.remat = remat
     self.units = nnx.List(
       [
         ResidualUnit(
@@ -192,9 +224,38 @@ class Stage(nnx.Module):
     )
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
-    for unit in self.units:
-      x_nhwc = unit(x_nhwc)
+    first, repeated = self.units[0], list(self.units[1:])
+    x_nhwc = self._apply(first, x_nhwc)
+    if self.scan and len(repeated) > 1:
+      return self._scan(repeated, x_nhwc)
+    for unit in repeated:
+      x_nhwc = self._apply(unit, x_nhwc)
     return x_nhwc
+
+  def _unit_fn(self, graphdef: nnx.GraphDef):
+    """(x, unit state) -> (unit output, its updated BN statistics), a pure function."""
+
+    def apply(x_nhwc, state):
+      unit = nnx.merge(graphdef, state)
+      return unit(x_nhwc), nnx.state(unit, nnx.BatchStat)
+
+    return jax.checkpoint(apply, prevent_cse=not self.scan) if self.remat else apply
+
+  def _apply(self, unit: ResidualUnit, x_nhwc: jax.Array) -> jax.Array:
+    if not self.remat:
+      return unit(x_nhwc)
+    graphdef, state = nnx.split(unit)
+    y, batch_stats = self._unit_fn(graphdef)(x_nhwc, state)
+    nnx.update(unit, batch_stats)
+    return y
+
+  def _scan(self, units: list[ResidualUnit], x_nhwc: jax.Array) -> jax.Array:
+    graphdef = nnx.graphdef(units[0])
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(u) for u in units))
+    y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, stacked)
+    for i, unit in enumerate(units):
+      nnx.update(unit, jax.tree.map(lambda leaf, i=i: leaf[i], batch_stats))
+    return y
 
 
 class ResNet(nnx.Module):
@@ -206,7 +267,16 @@ class ResNet(nnx.Module):
     channels_in = (spec.width, *spec.stage_channels[:-1])
     self.stages = nnx.List(
       [
-        Stage(c_in, c_out, n, 1 if i == 0 else 2, spec.unit, rngs=rngs)
+        Stage(
+          c_in,
+          c_out,
+          n,
+          1 if i == 0 else 2,
+          spec.unit,
+          scan=spec.scan,
+          remat=spec.remat,
+          rngs=rngs,
+        )  # fmt: skip
         for i, (c_in, c_out, n) in enumerate(
           zip(channels_in, spec.stage_channels, spec.units_per_stage, strict=True)
         )
