@@ -68,4 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
   optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
   optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
   optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
+  optim.backbone_lr_scale = 1.0  # rate of all but the head, x the rate; 0 = frozen (BN stats too)
+
+  config.pretrained = pretrained = ml_collections.ConfigDict()
+  pretrained.weights = ''  # file to start from: .safetensors (.pth needs torch); '' = random init
+  pretrained.source = 'torchvision'  # layout of the file: torchvision | timm
+  pretrained.load_head = False  # also load the file's classifier (same classes); else a new head
   return config

@@ -21,6 +21,7 @@ from resnet_jax.cli import ConfigError
 OPTIMIZERS = ('sgd', 'lars')
 SCHEDULES = ('piecewise', 'cosine', 'constant')
 WARMUPS = ('linear', 'constant')
+HEAD = 'head'  # the classifier's entry in the parameter tree (models.ResNet.head)
 
 
 def scaled_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
@@ -92,6 +93,8 @@ def create_optimizer(
   lars: [clip] -> LARS (You et al. 2017); the trust ratio never applies to
   1-D parameters (BN, biases), the usual choice.
   `optim.grad_clip_norm` > 0 clips the gradient's global norm first.
+  `optim.backbone_lr_scale` != 1 scales the updates of everything but the classifier
+  (fine-tuning); 0 freezes it.
   """
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f'optim.optimizer={config.optimizer!r}: expected one of {OPTIMIZERS}')
@@ -103,12 +106,13 @@ def create_optimizer(
   clip = config.grad_clip_norm
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
+  update = []
   if config.optimizer == 'sgd':
     if config.weight_decay:
-      parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
-    parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+      update.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
+    update.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
   else:
-    parts.append(
+    update.append(
       optax.lars(
         schedule,
         weight_decay=config.weight_decay,
@@ -119,7 +123,19 @@ def create_optimizer(
         nesterov=config.nesterov,
       )
     )
-  return optax.chain(*parts), schedule
+  if config.backbone_lr_scale != 1:  # (a flat chain otherwise: checkpoints keep their layout)
+    update = [_with_backbone_rate(optax.chain(*update), config.backbone_lr_scale)]
+  return optax.chain(*parts, *update), schedule
+
+
+def _with_backbone_rate(tx: optax.GradientTransformation, scale: float):
+  """`tx` for the classifier (the parameters under `HEAD`); for all others `tx`'s updates
+  times `scale`, or, at 0, no update, no weight decay and no optimizer state at all."""
+  if scale < 0:
+    raise ConfigError(f'optim.backbone_lr_scale={scale}: expected >= 0 (0 = frozen)')
+  backbone = optax.set_to_zero() if scale == 0 else optax.chain(tx, optax.scale(scale))
+  labels = lambda params: {name: 'head' if name == HEAD else 'backbone' for name in params}
+  return optax.multi_transform({'head': tx, 'backbone': backbone}, labels)
 
 
 def total_steps(train_config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:

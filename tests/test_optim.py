@@ -125,6 +125,34 @@ def test_lars_scales_kernels_by_trust_ratio_only():
   np.testing.assert_allclose(updates['bn']['scale'], -0.1 * 2.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize('scale', [0.0, 0.25])
+def test_backbone_rate_scales_everything_but_the_head(scale):
+  params = {'head': {'kernel': jnp.ones((2, 3))}, **_params()}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  config = _optim(weight_decay=1e-4, momentum=0.9)
+  steps = []
+  for backbone_lr_scale in (1.0, scale):
+    config.backbone_lr_scale = backbone_lr_scale
+    tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+    state = tx.init(params)
+    for _ in range(2):  # The second step carries momentum.
+      updates, state = tx.update(grads, state, params)
+    steps.append(updates)
+  full, scaled = steps
+  np.testing.assert_array_equal(scaled['head']['kernel'], full['head']['kernel'])
+  for name in ('conv', 'bn'):
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, scale * b, rtol=1e-6), scaled[name], full[name]
+    )
+  if scale == 0:  # Frozen: no update at all.
+    assert not any(jnp.any(u) for u in jax.tree.leaves({k: scaled[k] for k in ('conv', 'bn')}))
+
+
+def test_negative_backbone_rate_is_a_config_error():
+  with pytest.raises(ConfigError, match='backbone_lr_scale'):
+    _one_update(_optim(backbone_lr_scale=-0.1))
+
+
 def test_total_steps():
   train = default.get_config().train
   assert optim.total_steps(train, steps_per_epoch=10) == 64_000
