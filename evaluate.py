@@ -11,7 +11,7 @@ import json
 
 from absl import flags
 
-from resnet_jax import cli, evaluator
+from resnet_jax import cli
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (uses its config.json).')
@@ -29,6 +29,8 @@ def main(argv):
     raise cli.ConfigError('pass exactly one of --workdir and --checkpoint')
   if _BEST.value and _STEP.value is not None:
     raise cli.ConfigError('--step and --best exclude each other')
+  from resnet_jax import evaluator  # Here, not above: a mistyped flag fails before TF loads.
+
   try:
     result = evaluator.evaluate(
       _CONFIG.value,
@@ -38,7 +40,7 @@ def main(argv):
       split=_SPLIT.value,
       crops=int(_CROPS.value),
     )
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:  # No checkpoint; an unknown split; ...
     raise cli.ConfigError(str(e)) from e
   print(json.dumps(result), flush=True)
 

@@ -10,7 +10,7 @@ or let JAX read the cluster's environment (Slurm, Open MPI, Cloud TPU).
 
 from absl import flags
 
-from resnet_jax import cli, parallel, trainer
+from resnet_jax import cli, parallel
 
 _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string(
@@ -29,6 +29,8 @@ def main(argv):
   if _CONFIG.value is None:
     raise cli.ConfigError('--config=FILE is required')
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from resnet_jax import trainer  # Here, not above: a mistyped flag fails before TF loads.
+
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

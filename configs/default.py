@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every = 2_000  # steps between checkpoints
   train.keep_checkpoints = 3  # recent checkpoints kept (plus the best)
   train.eval_batch_size = 0  # global batch for evaluation (0 = train.batch_size)
+  train.on_nonfinite = 'stop'  # NaN/inf loss or gradient: stop (naming the step) | skip the update
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'sgd'  # sgd | lars

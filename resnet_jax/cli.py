@@ -8,22 +8,32 @@ type and a `ConfigError` raised while setting up all end as one line on stderr
 and exit status 2:
 
   error: --config.model.dept=34: the config has no field 'dept' (did you mean "depth"?)
+
+A `RunError` (a run that cannot go on: a non-finite loss, a failed checkpoint
+save) ends the same way with exit status 1. `--verbose` shows the traceback too.
 """
 
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable
 
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
 EXIT_CONFIG_ERROR = 2
+EXIT_RUN_ERROR = 1
 _CONFIG_FLAGS = []  # The names given to define_config_flag, checked after parsing.
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of an error, not one line.')
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; shown to the user as one line."""
+
+
+class RunError(RuntimeError):
+  """A run that cannot go on (say why and what to do); shown to the user as one line."""
 
 
 def define_config_flag(default: str | None = None, name: str = 'config'):
@@ -62,14 +72,18 @@ def _missing_key_message(error: Exception, argv: list[str]) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """`app.run`'s flags_parser: absl parsing, with config problems as one line."""
+  verbose = '--verbose' in argv  # Not parsed yet when parsing fails.
   try:
     remaining = flags.FLAGS(argv)
   except (KeyError, AttributeError) as e:
-    _exit(_missing_key_message(e, argv))
+    _exit(_missing_key_message(e, argv), e if verbose else None)
   except flags.Error as e:
-    _exit(_one_line(str(e)))
+    _exit(_one_line(str(e)), e if verbose else None)
+  except OSError as e:  # A config file that could not be read, met by an override.
+    _exit(_unreadable_config(' / '.join(_CONFIG_FLAGS), e), e if verbose else None)
   except Exception as e:  # noqa: BLE001 (the config file's own code failed while loading)
-    _exit(f'the config file does not load: {type(e).__name__}: {_one_line(str(e))}')
+    message = f'the config file does not load: {type(e).__name__}: {_one_line(str(e))}'
+    _exit(message, e if verbose else None)
   for name in _CONFIG_FLAGS:
     value = flags.FLAGS[name].value
     if value is None:
@@ -77,18 +91,26 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
       value.keys()  # A config file that failed to load raises only when read.
     except OSError as e:
-      last = re.sub(r'^\[Errno \d+\] ', '', str(e).strip().splitlines()[-1].strip())
-      _exit(f'--{name}: the config file does not load: {last}')
+      _exit(_unreadable_config(name, e), e if verbose else None)
   return remaining
 
 
-def _exit(message: str):
+def _unreadable_config(name: str, error: OSError) -> str:
+  last_line = str(error).strip().splitlines()[-1].strip()
+  reason = re.sub(r'^.*\[Errno \d+\] ', '', last_line)  # No such file or directory: 'x.py'
+  return f'--{name}: the config file does not load: {reason}'
+
+
+def _exit(message: str, error: Exception | None = None, status: int = EXIT_CONFIG_ERROR):
+  """Prints `error: message` and exits with `status`; with `error`, its traceback first."""
+  if error is not None:
+    traceback.print_exception(error)
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(EXIT_CONFIG_ERROR)
+  sys.exit(status)
 
 
 def run(main: Callable[[list[str]], None]):
-  """`app.run(main)` with one-line errors for config problems (see module doc), and
+  """`app.run(main)` with one-line errors for config and run problems (see module doc), and
   absl logging at WARNING unless --verbosity is given."""
 
   def guarded(argv):
@@ -97,8 +119,9 @@ def run(main: Callable[[list[str]], None]):
       logging.set_verbosity(logging.WARNING)
     try:
       main(argv)
-    except ConfigError as e:
-      _exit(str(e))
+    except (ConfigError, RunError) as e:
+      status = EXIT_CONFIG_ERROR if isinstance(e, ConfigError) else EXIT_RUN_ERROR
+      _exit(str(e), e if _VERBOSE.value else None, status)
 
   app.run(guarded, flags_parser=parse_flags)
 

@@ -107,7 +107,7 @@ def evaluate(
       raise FileNotFoundError(f'no evaluated checkpoint in {directory} to call the best')
   step = step if step is not None else path_step
   mesh = parallel.create_mesh()
-  setup = trainer.setup(config, mesh)
+  setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = ckpt.restore(setup.state, step)
   ckpt.close()
   eval_step = make_eval_step(setup.graphdef, mesh)

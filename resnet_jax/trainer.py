@@ -19,9 +19,10 @@ import optax
 from etils import epath
 from flax import nnx, struct
 
-from resnet_jax import checkpoint, data, evaluator, metrics, optim, parallel
-from resnet_jax.cli import ConfigError
+from resnet_jax import checkpoint, data, evaluator, metrics, optim, parallel, preemption
+from resnet_jax.cli import ConfigError, RunError
 from resnet_jax.models import create_model
+from resnet_jax.pretrained import finetune
 
 
 @struct.dataclass
@@ -56,8 +57,10 @@ def _as_config_error(what: str, fn, *args, **kwargs):
     raise ConfigError(f'{what}: {e}') from e
 
 
-def setup(config: ml_collections.ConfigDict, mesh) -> Setup:
-  """Model, optimizer and initial state from the config (parameters from config.seed)."""
+def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
+  """Model, optimizer and initial state from the config (parameters from config.seed, or
+  config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
+  state that a checkpoint replaces)."""
   info = _as_config_error('config.data', data.get_dataset_info, config.data)
   batch_size = config.train.batch_size
   _as_config_error('train.batch_size', parallel.local_batch_size, batch_size, mesh)
@@ -76,6 +79,14 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Setup:
     rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)),
   )
   model.train()
+  _as_config_error(
+    'config.pretrained',
+    finetune.prepare,
+    model,
+    config.pretrained,
+    frozen_backbone=config.optim.backbone_lr_scale == 0,
+    load_weights=pretrained_weights,
+  )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
   state = TrainState(
@@ -97,8 +108,14 @@ def make_train_step(
   mesh,
   *,
   label_smoothing: float = 0.0,
+  skip_nonfinite: bool = False,
 ):
-  """jit(state, batch) -> (state, metrics); the input state's buffers are donated."""
+  """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
+
+  metrics['nonfinite'] is 1 where the loss or the gradient is NaN or infinite;
+  with `skip_nonfinite` such a step then keeps the previous parameters, BN
+  statistics and optimizer state (its batch is still consumed: the step counts).
+  """
 
   def train_step(state: TrainState, batch):
     def loss_fn(params):
@@ -109,16 +126,22 @@ def make_train_step(
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    grad_norm = optax.tree.norm(grads)
+    nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
     step_metrics = {
       'loss': loss,
       'top1': jnp.mean(metrics.correct_topk(logits, batch['label'], 1)),
-      'grad_norm': optax.tree.norm(grads),
+      'grad_norm': grad_norm,
       'learning_rate': schedule(state.step),
+      'nonfinite': nonfinite.astype(jnp.float32),
     }
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )
+    if skip_nonfinite:
+      kept = state.replace(step=state.step + 1)
+      new_state = jax.tree.map(lambda old, new: jnp.where(nonfinite, old, new), kept, new_state)
     return new_state, step_metrics
 
   replicated = parallel.replicated_sharding(mesh)
@@ -130,16 +153,38 @@ def make_train_step(
   )
 
 
+ON_NONFINITE = ('stop', 'skip')
+
+
 def _is_due(step: int, every: int, last: int) -> bool:
   return step == last or (every > 0 and step % every == 0)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict | None:
+  """Trains (or resumes) the run in `workdir`; returns the final eval metrics, or None
+  when a SIGTERM/SIGINT (preemption) stopped it after saving a checkpoint. Those
+  signals are watched from the start: one during set-up stops after the first step.
+  A file that cannot be written (a full disk) ends the run with a RunError."""
+  with preemption.PreemptionWatch() as watch:
+    try:
+      return _train_and_evaluate(config, workdir, watch)
+    except OSError as e:
+      raise RunError(
+        f'{e.strerror or e}: {e.filename}; the checkpoints in {workdir} are intact: '
+        'fix that and rerun the same command'
+      ) from e
+
+
+def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> dict | None:
+  if config.train.on_nonfinite not in ON_NONFINITE:
+    raise ConfigError(
+      f'train.on_nonfinite={config.train.on_nonfinite!r}: use one of {", ".join(ON_NONFINITE)}'
+    )
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
   setup_ = setup(config, mesh)
   checkpoint.save_config(config, workdir)
+  checkpoint.check_free_space(workdir, setup_.state)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = setup_.state
   if ckpt.latest_step() is not None:
@@ -148,7 +193,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   start, total = int(state.step), setup_.total_steps
 
   train_step = make_train_step(
-    setup_.graphdef, setup_.tx, setup_.schedule, mesh, label_smoothing=config.optim.label_smoothing
+    setup_.graphdef,
+    setup_.tx,
+    setup_.schedule,
+    mesh,
+    label_smoothing=config.optim.label_smoothing,
+    skip_nonfinite=config.train.on_nonfinite == 'skip',
   )
   eval_step = evaluator.make_eval_step(setup_.graphdef, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
@@ -164,20 +214,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     f'training {total} steps ({setup_.steps_per_epoch} per epoch) on {mesh.devices.size} '
     f'device(s), from step {start}'
   )
-  pending, eval_result = [], None
+  pending, unchecked, eval_result, stop = [], [], None, False
   for step in range(start + 1, total + 1):
     state, step_metrics = train_step(state, parallel.shard_batch(next(train_iter), mesh))
     pending.append(step_metrics)
+    unchecked.append((step, step_metrics))
     if step == start + 1:  # Rates count from here: the first step includes compilation.
       progress.mark(jax.block_until_ready(state.step).item())
-    if _is_due(step, config.train.log_every, total):
+    stop = watch.reached(step)
+    logged = _is_due(step, config.train.log_every, total)
+    evaluated = _is_due(step, config.train.eval_every, total) and not stop
+    saved = _is_due(step, config.train.checkpoint_every, total) or stop
+    if logged or evaluated or saved:  # The host waits for the step here anyway.
+      _check_finite(unchecked, config.train.on_nonfinite, ckpt)
+      unchecked = []
+    if logged:
       scalars = _mean(pending)
       pending = []
       rates = progress.mark(step)
       scalars.update({k: v for k, v in rates.items() if k != 'steps_per_sec'})
       writer.write(step, 'train', scalars)
       _print(progress.line(step, scalars, rates))
-    evaluated = _is_due(step, config.train.eval_every, total)
     if evaluated:
       eval_result = evaluator.evaluate_split(
         eval_step, state.params, state.batch_stats, config, mesh
@@ -188,16 +245,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         f'top1 {100 * eval_result["top1"]:.2f}%, top5 {100 * eval_result["top5"]:.2f}% '
         f'({eval_result["num_examples"]} examples)'
       )
-    if _is_due(step, config.train.checkpoint_every, total):
-      ckpt.save(step, state, metrics=eval_result if evaluated else None)
+    if saved:
+      ckpt.save(step, state, metrics=eval_result if evaluated else None, force=stop)
     if evaluated:
       progress.mark(step)  # Throughput counts training only, not the eval.
-  if eval_result is None:  # Resumed a finished run: report its final state.
-    eval_result = evaluator.evaluate_split(eval_step, state.params, state.batch_stats, config, mesh)
+    if stop:
+      break
   ckpt.wait()
+  if stop:
+    _print(
+      f'{watch.describe()}: stopped after step {step} with its checkpoint in '
+      f'{ckpt.directory}; the same command resumes the run'
+    )
+    eval_result = None
+  elif eval_result is None:  # Resumed a finished run: report its final state.
+    eval_result = evaluator.evaluate_split(eval_step, state.params, state.batch_stats, config, mesh)
   ckpt.close()
   writer.close()
   return eval_result
+
+
+def _check_finite(unchecked: list[tuple[int, dict]], on_nonfinite: str, ckpt):
+  """Stops the run at the first step whose loss or gradient was not finite, before
+  anything of it is saved; with on_nonfinite='skip' (those updates were not applied)
+  only says which steps."""
+  flags = jax.device_get([step_metrics['nonfinite'] for _, step_metrics in unchecked])
+  bad = [step for (step, _), flag in zip(unchecked, flags, strict=True) if flag]
+  if not bad:
+    return
+  if on_nonfinite == 'skip':
+    _print(f'non-finite loss or gradient at step(s) {", ".join(map(str, bad))}: update skipped')
+    return
+  ckpt.wait()
+  good = ckpt.latest_step()
+  last = f'step {good} in {ckpt.directory}' if good is not None else 'none yet'
+  raise RunError(
+    f'non-finite loss or gradient at step {bad[0]}; last good checkpoint: {last}. '
+    'Lower optim.learning_rate (or clip: optim.grad_clip_norm), or set '
+    'train.on_nonfinite=skip to skip such updates'
+  )
 
 
 def _mean(step_metrics: list[dict]) -> dict:

@@ -1,6 +1,8 @@
-"""Checkpoint save/restore/retention and the workdir's config.json guard."""
+"""Checkpoint save/restore/retention, damaged checkpoints, a full disk, and the
+workdir's config.json guard."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import pytest
 
 from configs import default
 from resnet_jax import checkpoint
-from resnet_jax.cli import ConfigError
+from resnet_jax.cli import ConfigError, RunError
 
 
 def _state(value):
@@ -80,3 +82,96 @@ def test_config_of_an_older_run_gains_fields_added_since(tmp_path):
   loaded = checkpoint.load_config(tmp_path)
   assert loaded.data.normalize == default.get_config().data.normalize
   assert loaded.optim.boundaries == (5, 7)
+
+
+def _saved(directory, steps, **kwargs):
+  ckpt = checkpoint.Checkpointer(directory, keep=len(steps), **kwargs)
+  for step in steps:
+    ckpt.save(step, _state(step), metrics={'top1': step / 10})
+  ckpt.wait()
+  return ckpt
+
+
+def _halve(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+  'every state file halved': lambda d: [_halve(p) for p in (d / 'state').rglob('*') if p.is_file()],
+  'state metadata emptied': lambda d: (d / 'state' / '_METADATA').write_text(''),
+  'meta deleted': lambda d: (d / 'meta' / 'metadata').unlink(),
+  'metrics halved': lambda d: _halve(d / 'metrics' / 'metrics'),  # fails opening, not restoring
+}
+
+
+@pytest.mark.parametrize('damage', DAMAGES)
+def test_damaged_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, caplog, damage):
+  _saved(tmp_path, [1, 2, 3]).close()
+  DAMAGES[damage](tmp_path / '3')
+  ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+  state, meta = ckpt.restore(jax.eval_shape(lambda: _state(0)))
+  assert int(state['step']) == 2 and meta['step'] == 2
+  np.testing.assert_array_equal(state['params']['w'], np.full((2, 3), 2.0))
+  assert 'checkpoint 3 in' in caplog.text and 'does not read back' in caplog.text
+  assert ckpt.all_steps() == [1, 2] and (tmp_path / '3.unreadable').is_dir()
+  ckpt.save(3, _state(3))  # The resumed run saves step 3 anew; the damaged files stay.
+  ckpt.wait()
+  assert ckpt.all_steps() == [1, 2, 3] and int(ckpt.restore(_state(0))[0]['step']) == 3
+  DAMAGES['every state file halved'](tmp_path / '3')
+  assert int(ckpt.restore(_state(0))[0]['step']) == 2
+  assert (tmp_path / '3.unreadable-2').is_dir()
+
+
+def test_read_only_falls_back_without_renaming(tmp_path):
+  _saved(tmp_path, [1, 2]).close()
+  DAMAGES['every state file halved'](tmp_path / '2')
+  ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
+  assert int(ckpt.restore(_state(0))[0]['step']) == 1
+  assert ckpt.all_steps() == [1, 2] and not (tmp_path / '2.unreadable').exists()
+  with pytest.raises(RunError, match='checkpoint 2 in .* does not read back'):
+    ckpt.restore(_state(0), step=2)  # Asked for by name: no fallback.
+
+
+def test_checkpoints_of_another_structure_are_an_error_and_left_alone(tmp_path):
+  _saved(tmp_path, [1, 2]).close()
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  other = {'step': jnp.zeros((), jnp.int32), 'params': {'v': jnp.zeros((4,))}}
+  with pytest.raises(RunError, match=r'no checkpoint in .* reads back into this model \(step 2'):
+    ckpt.restore(other)
+  assert ckpt.all_steps() == [1, 2] and not list(tmp_path.glob('*.unreadable'))
+
+
+def test_save_killed_midway_leaves_nothing_that_counts(tmp_path):
+  _saved(tmp_path, [1, 2]).close()
+  shutil.copytree(tmp_path / '2', tmp_path / '3.orbax-checkpoint-tmp')  # a save killed -9
+  ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+  assert ckpt.all_steps() == [1, 2] and int(ckpt.restore(_state(0))[0]['step']) == 2
+  ckpt.save(3, _state(3))
+  ckpt.wait()
+  assert ckpt.all_steps() == [1, 2, 3] and not list(tmp_path.glob('*tmp*'))
+
+
+# orbax's failed write leaves a callback for an event loop that has closed by then.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_full_disk_save_fails_and_keeps_the_last_good_checkpoint(small_disk):
+  disk = small_disk(256 << 10)
+  ckpt = checkpoint.Checkpointer(disk / 'checkpoints', keep=1)
+  ckpt.save(1, _state(1))
+  ckpt.wait()
+  big = {**_state(2), 'params': {'w': jnp.asarray(np.random.default_rng(0).random((2, 64 << 10)))}}
+  with pytest.raises(RunError, match=r'saving the checkpoint of step 2 .* failed .*No space'):
+    ckpt.save(2, big)
+    ckpt.wait()
+  assert ckpt.all_steps() == [1]
+  assert int(ckpt.restore(_state(0))[0]['step']) == 1
+  with pytest.raises(ConfigError, match='MiB free, less than one checkpoint'):
+    checkpoint.check_free_space(disk / 'checkpoints', big)
+  checkpoint.check_free_space(disk / 'checkpoints', _state(1))
+
+
+def test_unwritable_workdir_is_a_config_error(tmp_path):
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(ConfigError, match=r'cannot write to --workdir=.*file/run \(Not a directory'):
+    checkpoint.save_config(default.get_config(), tmp_path / 'file' / 'run')
+  checkpoint.save_config(default.get_config(), tmp_path / 'run')
+  assert [p.name for p in (tmp_path / 'run').iterdir()] == [checkpoint.CONFIG_FILE]

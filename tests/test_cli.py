@@ -1,4 +1,5 @@
-"""Config problems end as one clear line on stderr (exit status 2), not a traceback."""
+"""Config problems end as one clear line on stderr (exit status 2), not a traceback; a
+RunError too (exit status 1); --verbose adds the traceback."""
 
 import subprocess
 import sys
@@ -14,6 +15,8 @@ _SCRIPT = textwrap.dedent("""
     def main(argv):
       if _CONFIG.value.model.depth == 7:
         raise cli.ConfigError('model.depth=7: not a CIFAR depth')
+      if _CONFIG.value.model.depth == 9:
+        raise cli.RunError('the run cannot go on: do this')
       print('depth', _CONFIG.value.model.depth)
     cli.run(main)
 """)
@@ -63,9 +66,25 @@ def test_config_mistakes_are_one_line(tmp_path, args, message):
   assert result.stdout == ''
 
 
+def test_run_error_is_one_line_with_status_1_and_verbose_shows_the_traceback(tmp_path):
+  config = f'--config={_root() / "configs/default.py"}'
+  result = _run(tmp_path, config, '--config.model.depth=9')
+  assert result.returncode == 1
+  assert result.stderr.strip() == 'error: the run cannot go on: do this'
+  result = _run(tmp_path, config, '--config.model.depth=9', '--verbose')
+  assert result.returncode == 1 and 'Traceback (most recent call last)' in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == 'error: the run cannot go on: do this'
+  result = _run(tmp_path, config, '--config.model.dept=9', '--verbose')
+  assert result.returncode == 2 and 'Traceback (most recent call last)' in result.stderr
+
+
 def test_config_file_that_does_not_load(tmp_path):
   result = _run(tmp_path, '--config=configs/nope.py')
   assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+    "error: --config: the config file does not load: No such file or directory: 'configs/nope.py'"
+  ]
+  result = _run(tmp_path, '--config=configs/nope.py', '--config.model.depth=20')  # an override
   assert result.stderr.strip().splitlines() == [
     "error: --config: the config file does not load: No such file or directory: 'configs/nope.py'"
   ]

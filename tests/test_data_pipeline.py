@@ -103,18 +103,19 @@ def test_start_step_continues_the_same_batches(tiny):
     np.testing.assert_array_equal(x['label'], y['label'])
 
 
-def test_two_processes_read_disjoint_shards_that_cover_the_split(tiny):
-  index_of = _index_of(tiny)
-  shards = []
-  for process in (0, 1):
-    it = data.create_train_iterator(
-      tiny, global_batch_size=10, seed=7, process_index=process, process_count=2
-    )
-    batches = take(it, 3)  # one epoch: 15 examples per process, local batch 5
-    assert all(b['image'].shape == (5, 8, 8, 1) for b in batches)
-    shards.append(set(sum(_indices(batches, index_of), [])))
-  assert len(shards[0]) == len(shards[1]) == 15
-  assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(range(30))
+def test_processes_read_their_rows_of_the_same_global_batches(tiny):
+  config = data_config(**{**tiny.to_dict(), 'crop_padding': 2, 'random_flip': True})
+  run = lambda process, count: take(
+    data.create_train_iterator(
+      config, global_batch_size=10, seed=7, process_index=process, process_count=count
+    ),
+    4,  # 30 examples: crosses the epoch boundary after step 3
+  )
+  whole, first, second = run(0, 1), run(0, 2), run(1, 2)
+  for w, a, b in zip(whole, first, second, strict=True):
+    assert a['image'].shape == b['image'].shape == (5, 8, 8, 1)
+    for key in ('image', 'label'):  # Same examples, same augmentation, whatever the processes.
+      np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), w[key])
 
 
 @pytest.mark.parametrize('processes', [1, 2])
@@ -176,3 +177,7 @@ def test_unknown_preprocess_and_split(tiny):
     )
   with pytest.raises(ValueError, match="unknown or malformed split 'validation'"):
     data.create_eval_iterator(tiny, global_batch_size=8, split='validation')
+  with pytest.raises(ValueError, match='the train split is empty'):
+    data.create_train_iterator(
+      data_config(dataset='synthetic', train_split='train[:0]'), global_batch_size=8, seed=0
+    )

@@ -2,50 +2,25 @@
 choice of checkpoint."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
+import shutil
 
 import pytest
 
 from resnet_jax import evaluator
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = [
-  '--config=configs/default.py',
-  '--config.data.dataset=synthetic',
-  '--config.data.image_size=8',
-  '--config.data.train_split=train[:64]',
-  '--config.data.eval_split=test[:40]',
-  '--config.model.depth=8',
-  '--config.model.width=4',
-  '--config.train.batch_size=16',
-  '--config.train.num_steps=4',
-  '--config.train.log_every=2',
-  '--config.train.eval_every=2',
-  '--config.train.checkpoint_every=2',
-]
-
-
-def _run(script, *args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(ROOT))
-  return subprocess.run(
-    [sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
-  )
+from tests.entry_points import TINY, run
 
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
-  result = _run('train.py', *TINY, f'--workdir={workdir}')
+  result = run('train.py', *TINY, f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step 4/4 (100.0%)' in result.stdout
   return workdir
 
 
 def test_evaluate_py_prints_json_last_line(workdir):
-  result = _run('evaluate.py', f'--workdir={workdir}')
+  result = run('evaluate.py', f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   last = json.loads(result.stdout.strip().splitlines()[-1])
   assert {'top1', 'top5', 'loss', 'num_examples', 'step'} <= last.keys()
@@ -74,10 +49,23 @@ def test_evaluate_checkpoint_choice(workdir):
 
 
 def test_evaluate_py_errors_are_one_line(workdir, tmp_path):
-  result = _run('evaluate.py', f'--workdir={tmp_path}')
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1] == f'error: no checkpoints under {tmp_path}'
-  assert 'Traceback' not in result.stderr
-  result = _run('evaluate.py', f'--workdir={workdir}', '--step=3')
-  assert result.returncode == 2
-  assert 'no checkpoint at step 3' in result.stderr.strip().splitlines()[-1]
+  cases = {
+    f'--workdir={tmp_path}': f'no checkpoints under {tmp_path}',
+    f'--workdir={workdir} --split=tset': "unknown or malformed split 'tset': the splits are "
+    "['test', 'train', 'validation'], sliced like 'train[:45000]' or 'train[90%:]'",
+  }
+  for args, line in cases.items():
+    result = run('evaluate.py', *args.split())
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [f'error: {line}'], result.stderr[-3000:]
+
+
+def test_no_checkpoint_to_evaluate_is_a_file_not_found_error(workdir, tmp_path):
+  """What evaluate.py shows as one line, as above."""
+  started = tmp_path / 'started'  # a run stopped before its first checkpoint
+  (started / 'checkpoints').mkdir(parents=True)
+  shutil.copy(workdir / 'config.json', started)
+  with pytest.raises(FileNotFoundError, match=f'no checkpoint in {started / "checkpoints"} yet'):
+    evaluator.evaluate(None, started)
+  with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 3 in .* \(steps: \[2, 4\]\)'):
+    evaluator.evaluate(None, workdir, step=3)

@@ -1,12 +1,12 @@
 """Train and eval iterators: an index stream -> read -> preprocess -> numpy batches.
 
 The train stream is the concatenation of epochs. Epoch e is a permutation of
-the split seeded by (seed, e); process p of P takes its contiguous slice of
-M = N // P examples (the N mod P left over change every epoch), and local step
-s is positions [s*b, (s+1)*b) of that process's stream (b = global batch / P).
-The example at a stream position, and its augmentation seed, are pure functions
-of (seed, position, process), so `start_step=k` starts directly at position
-k*b and yields exactly what an uninterrupted run yields from step k on.
+the split seeded by (seed, e); global step s is positions [s*B, (s+1)*B) of the
+stream, and process p of P owns rows [p*b, (p+1)*b) of it (b = B / P). The
+example at a stream position, and its augmentation seed, are pure functions of
+(seed, position), so a global batch is the same whatever the number of
+processes, and `start_step=k` starts directly at position k*B, yielding exactly
+what an uninterrupted run yields from step k on.
 
 Eval pads the split to a whole number of global batches; global batch j holds
 examples [j*B, (j+1)*B) in order and process p owns rows [p*b, (p+1)*b) of it.
@@ -80,23 +80,25 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _train_positions(num_examples, process_index, process_count, seed, start_position):
-  """Dataset of (stream position, example index) from `start_position` on, forever."""
-  per_process = num_examples // process_count
-  if per_process == 0:
-    raise ValueError(f'{num_examples} examples cannot be shared by {process_count} processes')
-  first_epoch = start_position // per_process
+def _train_positions(num_examples, global_batch, process_index, process_count, seed, start_step):
+  """Dataset of (stream position, example index) of this process's rows from `start_step` on."""
+  if num_examples == 0:
+    raise ValueError('the train split is empty')
+  local_batch = global_batch // process_count
+  start = start_step * global_batch
 
   def epoch(e):
     perm = tf.random.experimental.stateless_shuffle(
       tf.range(num_examples, dtype=tf.int64), tf.stack([tf.constant(seed, tf.int64), 2 * e])
     )
-    local = perm[process_index * per_process : (process_index + 1) * per_process]
-    begin = tf.where(e == first_epoch, start_position - first_epoch * per_process, 0)
-    positions = e * per_process + tf.range(begin, per_process, dtype=tf.int64)
-    return tf.data.Dataset.from_tensor_slices((positions, local[begin:]))
+    positions = e * num_examples + tf.range(num_examples, dtype=tf.int64)
+    mine = (positions % global_batch) // local_batch == process_index
+    mine &= positions >= start
+    return tf.data.Dataset.from_tensor_slices(
+      (tf.boolean_mask(positions, mine), tf.boolean_mask(perm, mine))
+    )
 
-  return tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
+  return tf.data.Dataset.range(start // num_examples, 2**62).flat_map(epoch)
 
 
 def _iterate(ds, split: sources.Split, indices_of_step, start_step=0):
@@ -154,19 +156,21 @@ def create_train_iterator(
 
   def example(position, index):
     raw, label = split.read(index)
-    aug_seed = tf.stack([seed_key, 2 * (position + process_index * (1 << 40)) + 1])
+    aug_seed = tf.stack([seed_key, 2 * position + 1])
     return {'image': tf.cast(augment(raw, aug_seed, **kwargs), out_dtype), 'label': label}
 
-  def positions(start):
-    return _train_positions(split.num_examples, process_index, process_count, seed, start)
+  def positions(step):
+    return _train_positions(
+      split.num_examples, global_batch_size, process_index, process_count, seed, step
+    )
 
-  ds = positions(start_step * local_batch)
+  ds = positions(start_step)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
   def indices_of_step(step):
-    head = positions(step * local_batch).take(local_batch)
+    head = positions(step).take(local_batch)
     return [int(i) for _, i in head.as_numpy_iterator()]
 
   return _iterate(ds, split, indices_of_step, start_step)

@@ -1,0 +1,91 @@
+"""Fine-tuning end to end: configs/finetune_image_folder.py on generated images, from a
+weights file exported from a small network of ours (torchvision layout, no torch needed)."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import finetune_image_folder
+from resnet_jax import checkpoint, metrics, parallel, pretrained, trainer
+from resnet_jax.cli import ConfigError
+from resnet_jax.models import create_model
+from resnet_jax.pretrained import layouts
+from tests.data_fixtures import image_folder
+
+WIDTH = 8
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory) -> tuple:
+  """A 'pretrained' ResNet-18 of width 8 with 10 classes and non-default BN statistics."""
+  model = create_model(
+    layouts.model_config('resnet18', width=WIDTH), num_classes=10, rngs=nnx.Rngs(1)
+  )
+  _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  rng = np.random.default_rng(0)
+  stats = jax.tree.map(lambda v: v + rng.uniform(-0.1, 0.1, v.shape), nnx.to_pure_dict(batch_stats))
+  nnx.replace_by_pure_dict(batch_stats, stats)
+  nnx.update(model, batch_stats)
+  path = tmp_path_factory.mktemp('weights') / 'resnet18.safetensors'
+  pretrained.export(model, path)
+  return path, nnx.to_pure_dict(params), stats
+
+
+def finetune_config(weights_path, folder, arg, num_steps=12):
+  config = finetune_image_folder.get_config(arg)
+  config.model.width, config.model.bn_group_size = WIDTH, 0
+  config.pretrained.weights = str(weights_path)
+  data = config.data
+  data.dataset = f'image_folder:{folder}'
+  data.image_size = 32
+  data.train_split = data.eval_split = 'train'
+  train = config.train
+  train.batch_size = 6
+  train.num_epochs, train.num_steps = 0.0, num_steps
+  train.log_every, train.eval_every, train.checkpoint_every = 3, num_steps, num_steps
+  config.optim.learning_rate = 1.0
+  return config
+
+
+def _final_state(config, workdir):
+  setup = trainer.setup(config, parallel.create_mesh(), pretrained_weights=False)
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', read_only=True)
+  state, _ = ckpt.restore(setup.state)
+  return state
+
+
+def _backbone(tree: dict) -> dict:
+  return {k: v for k, v in tree.items() if k != 'head'}
+
+
+def _equal(a: dict, b: dict) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)))
+
+
+@pytest.mark.parametrize('arg', ['resnet18,frozen', 'resnet18'])
+def test_fine_tunes_a_new_head_on_an_image_folder(weights, tmp_path, arg):
+  path, params, batch_stats = weights
+  folder = image_folder(tmp_path / 'images', per_class=4)  # 3 classes
+  config = finetune_config(path, folder, arg)
+  start = trainer.setup(config, parallel.create_mesh()).state
+  assert _equal(_backbone(start.params), _backbone(params))
+  assert _equal(start.batch_stats, batch_stats)
+  assert start.params['head']['kernel'].shape == (8 * WIDTH, 3)  # New head, 3 classes.
+
+  result = trainer.train_and_evaluate(config, tmp_path / 'run')
+  state = _final_state(config, tmp_path / 'run')
+  frozen = arg.endswith('frozen')
+  assert _equal(_backbone(state.params), _backbone(params)) == frozen
+  assert _equal(state.batch_stats, batch_stats) == frozen  # Frozen: BN statistics too.
+  assert not _equal(state.params['head'], start.params['head'])
+  losses = [r['loss'] for r in metrics.read_metrics(tmp_path / 'run', 'train')]
+  assert np.isfinite(result['loss']) and losses[-1] < losses[0]
+
+
+def test_loading_the_head_needs_the_same_classes(weights, tmp_path):
+  folder = image_folder(tmp_path / 'images', per_class=2)
+  config = finetune_config(weights[0], folder, 'resnet18')
+  config.pretrained.load_head = True
+  with pytest.raises(ConfigError, match=r"config.pretrained: .*'fc.bias' has shape \(10,\), this "):
+    trainer.setup(config, parallel.create_mesh())
