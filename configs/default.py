@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.stem = 'cifar'  # imagenet (7x7/2 conv + 3x3/2 max-pool) | cifar (3x3 conv)
   model.shortcut = 'A'  # A zero-pad | B project on change | C always | D avg-pool+project | none
   model.variant = 'v1'  # v1 (stride in first 1x1) | v1.5 (stride in 3x3) | preact (BN-ReLU-conv)
+  # ... or Identity Mappings Table 2's units: bn_after_add | relu_before_add | relu_preact
+  model.gate = 'off'  # shortcut h, branch F: off (h+F) | constant | exclusive | shortcut_only
+  model.gate_bias = 0.0  # initial bias b of the gates g = sigmoid(1x1 conv(x) + b)
   model.width = 16  # filters of the first stage (64 ImageNet, 16 CIFAR)
   model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
   model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch

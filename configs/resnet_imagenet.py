@@ -14,9 +14,11 @@ Published top-1 error with 10-crop testing (Tables 2-3): plain-18 27.94%,
 plain-34 28.54%, ResNet-18 27.88%, ResNet-34 A 25.03%, B 24.52%, C 24.19%;
 ResNet-50 22.85%, ResNet-101 21.75%, ResNet-152 21.43% (option B).
 Recipe (Section 3.4): SGD with momentum 0.9, weight decay 1e-4, batch 256,
-learning rate 0.1 divided by 10 when the error plateaus (here: every 30
-epochs, 90 epochs, the fb.resnet.torch schedule of the released models), scale
-augmentation [256, 480] with 224 crops, 10-crop testing.
+learning rate 0.1 divided by 10 when the error plateaus, for up to 600k
+iterations (~120 epochs); here every 30 epochs for 90 epochs, the schedule of
+the released fb.resnet.torch models and of He et al. 2016's appendix ("divided
+by 10 at 30 and 60 epochs"). Scale augmentation [256, 480] with 224 crops,
+flips, the AlexNet PCA colour augmentation (std 0.1), 10-crop testing.
 `large_batch`: Goyal et al. 2017's linear scaling rule with 5 epochs of linear
 warmup, at batch 1024, and a cosine decay (He et al. 2019, "Bag of Tricks")
 instead of steps; set --config.train.batch_size for other batch sizes (the
@@ -55,6 +57,7 @@ def get_config(arg: str = '50'):
   data.image_size = 224
   data.preprocess = 'imagenet'
   data.train_crop = 'scale'
+  data.pca_lighting = 0.0 if large_batch else 0.1  # "the standard color augmentation in [21]"
 
   train = config.train
   train.batch_size = 1024 if large_batch else 256

@@ -1,4 +1,5 @@
-"""Residual units and shortcuts: options A-D and none, v1/v1.5/preact, zero init."""
+"""Residual units and shortcuts: options A-D and none, v1/v1.5/preact, zero init, and
+Identity Mappings' gates and activation placements."""
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +153,62 @@ def test_bottleneck_with_einsum_1x1_has_the_same_state_and_outputs(variant):
   jax.tree.map(np.testing.assert_array_equal, plain_state, fast_state)
   x = _x((4, 8, 8, 32))
   np.testing.assert_allclose(fast(x), plain(x), atol=1e-5)
+
+
+# Identity Mappings (He et al. 2016) Table 1 gates and Table 2 activation placements.
+
+
+def test_gates_add_a_biased_1x1_conv_per_unit_and_constant_scaling_nothing():
+  ungated = count_params(ResidualUnit(16, 32, 2, _options(shortcut='A'), rngs=nnx.Rngs(0)))
+  for gate, extra in [
+    ('constant', 0),
+    ('exclusive', 16 * 32 + 32),
+    ('shortcut_only', 16 * 32 + 32),
+  ]:
+    unit = ResidualUnit(16, 32, 2, _options(shortcut='A', gate=gate), rngs=nnx.Rngs(0))
+    assert count_params(unit) == ungated + extra, gate
+    assert unit(_x()).shape == (4, 4, 4, 32)
+
+
+@pytest.mark.parametrize('variant', ['v1', 'preact'])
+def test_gate_numerics(variant):
+  x = _x()
+  plain_sum = ResidualUnit(16, 16, 1, _options(shortcut='A', variant=variant), rngs=nnx.Rngs(0))
+  expected = plain_sum(x)
+  after_add = jax.nn.relu if variant == 'v1' else (lambda y: y)
+
+  def unit(gate, bias=0.0):
+    options = _options(shortcut='A', variant=variant, gate=gate, gate_bias=bias)
+    return ResidualUnit(16, 16, 1, options, rngs=nnx.Rngs(0))
+
+  # constant scaling: 0.5 h + 0.5 F, i.e. half of h + F before the (positively homogeneous) ReLU
+  np.testing.assert_allclose(unit('constant')(x), 0.5 * expected, rtol=1e-5, atol=1e-6)
+  # a gate biased far negative is closed: g ~ 0
+  np.testing.assert_allclose(unit('shortcut_only', -30.0)(x), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(unit('exclusive', -30.0)(x), after_add(x), rtol=1e-5, atol=1e-5)
+  # bias 0 and a zero gate kernel: g = 0.5 exactly, so exclusive gating is constant scaling
+  half = unit('exclusive')
+  half.gate.conv.kernel.set_value(jnp.zeros_like(half.gate.conv.kernel.get_value()))
+  np.testing.assert_allclose(half(x), 0.5 * expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('variant', ['bn_after_add', 'relu_before_add', 'relu_preact'])
+def test_table2_units_match_their_definition(variant):
+  unit = ResidualUnit(16, 16, 1, _options(shortcut='A', variant=variant), rngs=nnx.Rngs(0))
+  v1 = ResidualUnit(16, 16, 1, _options(shortcut='A'), rngs=nnx.Rngs(0))
+  assert count_params(unit) == count_params(v1)  # the same components, reordered
+  x = _x()
+  (c1, c2), (n1, n2) = unit.convs, unit.norms
+  relu = jax.nn.relu
+  expected = {
+    'bn_after_add': lambda: relu(n2(c2(relu(n1(c1(x)))) + x)),
+    'relu_before_add': lambda: x + relu(n2(c2(relu(n1(c1(x)))))),
+    'relu_preact': lambda: x + n2(c2(relu(n1(c1(relu(x)))))),
+  }[variant]()
+  np.testing.assert_allclose(unit(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('variant', ['bn_after_add', 'relu_before_add', 'relu_preact'])
+def test_table2_bottlenecks_stride_the_first_1x1_like_v1(variant):
+  layout = branch_layout('bottleneck', variant, 256, 512, 2)
+  assert [s for _, _, _, s in layout] == [2, 1, 1]

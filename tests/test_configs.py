@@ -44,6 +44,14 @@ def test_cifar_plain_argument_removes_the_shortcuts():
     resnet_cifar10.get_config('56,B')
 
 
+def test_cifar_45k_argument_holds_out_the_paper_validation_split():
+  from configs import resnet_cifar10
+
+  data = resnet_cifar10.get_config('56,plain,45k').data
+  assert (data.train_split, data.eval_split) == ('train[:45000]', 'train[45000:]')
+  assert resnet_cifar10.get_config('56').data.eval_split == 'test'
+
+
 @pytest.mark.parametrize(
   'arg, shortcut, block',
   [('18', 'B', 'basic'), ('34,A', 'A', 'basic'), ('18,plain', 'none', 'basic'),
@@ -74,3 +82,26 @@ def test_imagenet_large_batch_option_warms_up_then_cosine():
   assert float(schedule(total)) == pytest.approx(0.0, abs=1e-6)
   with pytest.raises(ValueError, match='DEPTH'):
     resnet_imagenet.get_config('50,E')
+
+
+@pytest.mark.parametrize(
+  'arg, block, units, fields',
+  [
+    ('original', 'basic', 18, dict(shortcut='A', variant='v1', gate='off')),
+    ('exclusive', 'basic', 18, dict(gate='exclusive', gate_bias=-6.0)),
+    ('conv_shortcut', 'basic', 18, dict(shortcut='C')),
+    ('relu_preact', 'basic', 18, dict(variant='relu_preact')),
+    ('preact,164', 'bottleneck', 18, dict(variant='preact', shortcut='B')),
+    ('bn_after_add,1001', 'bottleneck', 111, dict(variant='bn_after_add', shortcut='B')),
+  ],
+)
+def test_identity_mappings_configs(arg, block, units, fields):
+  from configs import identity_mappings_cifar10
+
+  config = identity_mappings_cifar10.get_config(arg)
+  spec = network_spec(config.model)
+  assert (spec.unit.block, spec.units_per_stage) == (block, (units,) * 3)
+  assert {k: config.model[k] for k in fields} == fields
+  assert config.optim.warmup_steps == 400 and config.train.num_steps == 64_000
+  with pytest.raises(ValueError, match='VARIANT'):
+    identity_mappings_cifar10.get_config('dropout')

@@ -218,6 +218,9 @@ def test_bfloat16_computes_in_bfloat16_with_float32_parameters(model_config):
     (dict(dtype='float16'), "'float32', 'bfloat16'"),
     (dict(width=0), 'positive integer'),
     (dict(shortcut='none', zero_init_residual=True), 'plain network'),
+    (dict(gate='highway'), "'off', 'constant', 'exclusive', 'shortcut_only'"),
+    (dict(shortcut='none', gate='exclusive'), 'a plain network has none'),
+    (dict(variant='bn_after_add', zero_init_residual=True), 'BN after the addition'),
   ],
 )
 def test_wrong_configs_are_clear_value_errors(model_config, fields, message):
@@ -286,3 +289,10 @@ def test_conv1x1_choice_keeps_parameters_and_multiply_adds(model_config):
   assert counts['conv'] == counts['einsum']
   with pytest.raises(ValueError, match="'auto', 'einsum', 'conv'"):
     network_spec(override(model_config, conv1x1='matmul'))
+
+
+def test_relu_only_preact_networks_end_with_the_extra_relu(model_config):
+  model = _model(model_config, variant='relu_preact')
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  assert model.final_relu and float(model.features(x)[-1].min()) >= 0
+  assert float(model.stage_outputs(x)[-1].min()) < 0  # the last unit's sum, before it

@@ -9,6 +9,14 @@ A unit is a residual branch of convolutions plus a shortcut (He et al. 2015,
 the second from He et al. 2016, "Identity Mappings in Deep Residual Networks".
 Shortcut options follow the paper's Section 3.3 (A, B, C), Bag of Tricks (D),
 and `none` drops the shortcut to give the plain network of the same depth.
+
+Identity Mappings' ablations are options too. Table 1 (what multiplies the shortcut
+h and the branch F in y = h + F), as `gate`: `constant` (0.5 h + 0.5 F),
+`exclusive` ((1 - g) h + g F) and `shortcut_only` ((1 - g) h + F), with
+g = sigmoid(1x1 conv(x) + b) and b starting at `gate_bias`; the 1x1-conv shortcut is
+option C. Table 2 (where BN and ReLU sit), as `variant`: `bn_after_add`
+(relu(BN(conv-BN-ReLU-conv + h))), `relu_before_add` (relu(BN(...)) + h),
+`relu_preact` (ReLU-conv-BN-ReLU-conv-BN + h) and `preact` (full pre-activation).
 """
 
 import dataclasses
@@ -22,7 +30,10 @@ from resnet_jax.models.norm import GroupBatchNorm
 
 BLOCKS = ('basic', 'bottleneck')
 SHORTCUTS = ('A', 'B', 'C', 'D', 'none')
-VARIANTS = ('v1', 'v1.5', 'preact')
+VARIANTS = ('v1', 'v1.5', 'preact', 'bn_after_add', 'relu_before_add', 'relu_preact')
+GATES = ('off', 'constant', 'exclusive', 'shortcut_only')
+# Variants whose unit ends with a ReLU after the addition (f = ReLU in the paper's terms).
+RELU_AFTER_ADD = ('v1', 'v1.5', 'bn_after_add')
 BOTTLENECK_EXPANSION = 4
 
 
@@ -38,6 +49,8 @@ class UnitOptions:
   dtype: jnp.dtype
   pointwise_einsum: bool = False  # 1x1 convolutions as einsum (conv.PointwiseConv)
   explicit_conv_grads: bool = False  # stride-1 convolutions' backward written out (conv.Conv)
+  gate: str = 'off'  # what scales the shortcut and the branch (Identity Mappings Table 1)
+  gate_bias: float = 0.0  # initial bias b of the gates g = sigmoid(1x1 conv + b)
 
 
 class ZeroPadShortcut(nnx.Module):
@@ -95,6 +108,31 @@ class ProjectionShortcut(nnx.Module):
     return y if self.norm is None else self.norm(y)
 
 
+class ShortcutGate(nnx.Module):
+  """Combines the shortcut h and the branch F of a unit other than by h + F (He et al.
+  2016, Table 1): constant scaling, exclusive or shortcut-only gating. The gate
+  g = sigmoid(W x + b) is a 1x1 convolution of the unit's input, with a bias."""
+
+  def __init__(
+    self, in_channels: int, out_channels: int, stride: int, options: UnitOptions, rngs: nnx.Rngs
+  ):
+    self.kind = options.gate
+    if self.kind == 'constant':
+      return
+    self.conv = conv(
+      in_channels, out_channels, 1, stride, dtype=options.dtype, rngs=rngs,
+      pointwise_einsum=options.pointwise_einsum,
+    )  # fmt: skip
+    self.bias = nnx.Param(jnp.full((out_channels,), options.gate_bias, jnp.float32))
+
+  def __call__(self, x_nhwc: jax.Array, shortcut_nhwc: jax.Array, branch_nhwc: jax.Array):
+    if self.kind == 'constant':
+      return 0.5 * shortcut_nhwc + 0.5 * branch_nhwc
+    g = jax.nn.sigmoid(self.conv(x_nhwc) + self.bias[...].astype(x_nhwc.dtype))
+    branch_scale = g if self.kind == 'exclusive' else 1.0
+    return (1 - g) * shortcut_nhwc + branch_scale * branch_nhwc
+
+
 def make_shortcut(
   in_channels: int, out_channels: int, stride: int, options: UnitOptions, rngs: nnx.Rngs
 ) -> nnx.Module | None:
@@ -126,9 +164,9 @@ def branch_layout(
   if block == 'basic':
     return [(in_channels, out_channels, 3, stride), (out_channels, out_channels, 3, 1)]
   mid = out_channels // BOTTLENECK_EXPANSION
-  # v1 (the paper) strides the first 1x1; v1.5 (torchvision) and the
-  # pre-activation units (He et al. 2016 code) stride the 3x3.
-  stride_1x1, stride_3x3 = (stride, 1) if variant == 'v1' else (1, stride)
+  # v1 (the paper) and its Table 2 rearrangements stride the first 1x1; v1.5
+  # (torchvision) and the pre-activation units (He et al. 2016 code) stride the 3x3.
+  stride_1x1, stride_3x3 = (1, stride) if variant in ('v1.5', 'preact') else (stride, 1)
   return [
     (in_channels, mid, 1, stride_1x1),
     (mid, mid, 3, stride_3x3),
@@ -137,11 +175,13 @@ def branch_layout(
 
 
 class ResidualUnit(nnx.Module):
-  """A basic or bottleneck unit, post- or pre-activation, with any shortcut option."""
+  """A basic or bottleneck unit, in any variant (activation placement), with any shortcut
+  option and gate."""
 
   def __init__(
     self, in_channels: int, out_channels: int, stride: int, options: UnitOptions, *, rngs: nnx.Rngs
   ):
+    self.variant = options.variant
     self.preact = options.variant == 'preact'
     self.residual = options.shortcut != 'none'
     layout = branch_layout(options.block, options.variant, in_channels, out_channels, stride)
@@ -172,29 +212,50 @@ class ResidualUnit(nnx.Module):
       ]
     )
     self.shortcut = make_shortcut(in_channels, out_channels, stride, options, rngs)
+    gated = options.gate != 'off'
+    self.gate = ShortcutGate(in_channels, out_channels, stride, options, rngs) if gated else None
+    self.sow_responses = False  # analysis.signals turns it on, under nnx.capture
+
+  def _response(self, y: jax.Array) -> jax.Array:
+    """A branch layer's response (post-activation: after BN, before ReLU or the addition,
+    as in He et al. 2015's Figure 7), sown as 'responses' when `sow_responses` is on."""
+    if self.sow_responses:
+      self.sow(nnx.Intermediate, 'responses', y)
+    return y
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
     if self.preact:
       return self._preact_forward(x_nhwc)
-    y = x_nhwc
+    last = len(self.convs) - 1
+    y = jax.nn.relu(x_nhwc) if self.variant == 'relu_preact' else x_nhwc
     for i, (conv_i, norm_i) in enumerate(zip(self.convs, self.norms, strict=True)):
-      y = norm_i(conv_i(y))
-      if i < len(self.convs) - 1:
+      y = conv_i(y)
+      if i < last or self.variant != 'bn_after_add':  # bn_after_add: the last BN follows the sum
+        y = norm_i(y)
+      y = self._response(y)
+      if i < last or self.variant == 'relu_before_add':
         y = jax.nn.relu(y)
-    if self.residual:
-      y = y + (x_nhwc if self.shortcut is None else self.shortcut(x_nhwc))
-    return jax.nn.relu(y)
+    y = self._add_shortcut(x_nhwc, y, x_nhwc)
+    if self.variant == 'bn_after_add':
+      y = self.norms[last](y)
+    return jax.nn.relu(y) if self.variant in RELU_AFTER_ADD else y
 
   def _preact_forward(self, x_nhwc: jax.Array) -> jax.Array:
     x_act = jax.nn.relu(self.norms[0](x_nhwc))
-    y = self.convs[0](x_act)
+    y = self._response(self.convs[0](x_act))
     for conv_i, norm_i in zip(self.convs[1:], self.norms[1:], strict=True):
-      y = conv_i(jax.nn.relu(norm_i(y)))
-    if not self.residual:
-      return y
-    if self.shortcut is None:
-      return y + x_nhwc
+      y = self._response(conv_i(jax.nn.relu(norm_i(y))))
     # A projection sees the pre-activated input (as in He et al. 2016's code);
     # option A stays a pure identity path.
     projects = isinstance(self.shortcut, ProjectionShortcut)
-    return y + self.shortcut(x_act if projects else x_nhwc)
+    return self._add_shortcut(x_nhwc, y, x_act if projects else x_nhwc)
+
+  def _add_shortcut(self, x_nhwc: jax.Array, branch_nhwc: jax.Array, shortcut_in: jax.Array):
+    """h + F (h: the shortcut of `shortcut_in`), or as the gate combines them; F alone in a
+    plain network."""
+    if not self.residual:
+      return branch_nhwc
+    h_nhwc = x_nhwc if self.shortcut is None else self.shortcut(shortcut_in)
+    if self.gate is None:
+      return branch_nhwc + h_nhwc
+    return self.gate(x_nhwc, h_nhwc, branch_nhwc)

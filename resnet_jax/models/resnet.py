@@ -17,6 +17,7 @@ from flax import nnx
 from resnet_jax.models.blocks import (
   BLOCKS,
   BOTTLENECK_EXPANSION,
+  GATES,
   SHORTCUTS,
   VARIANTS,
   ResidualUnit,
@@ -40,7 +41,7 @@ STEMS = ('imagenet', 'cifar')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 MODEL_FIELDS = (
   'depth', 'block', 'stem', 'shortcut', 'variant', 'width',
-  'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1', 'scan', 'remat',
+  'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1', 'scan', 'remat', 'gate', 'gate_bias',
 )  # fmt: skip
 CONV1X1 = ('auto', 'einsum', 'conv')
 # Fields that choose how the network is computed, not what it is: the same
@@ -113,6 +114,14 @@ def network_spec(model_config) -> NetworkSpec:
   _choose('variant', cfg.variant, VARIANTS)
   _choose('dtype', cfg.dtype, tuple(DTYPES))
   _choose('conv1x1', cfg.conv1x1, CONV1X1)
+  _choose('gate', cfg.gate, GATES)
+  if cfg.gate != 'off' and cfg.shortcut == 'none':
+    raise ValueError(f"model.gate='{cfg.gate}' scales a shortcut: a plain network has none")
+  if cfg.zero_init_residual and cfg.variant == 'bn_after_add':
+    raise ValueError(
+      "model.zero_init_residual=True with variant 'bn_after_add' would zero the BN after the "
+      'addition, so the whole unit: set zero_init_residual=False'
+    )
   if not isinstance(cfg.width, int) or cfg.width < 1:
     raise ValueError(f'model.width must be a positive integer, got {cfg.width!r}')
   if cfg.zero_init_residual and cfg.shortcut == 'none':
@@ -146,6 +155,8 @@ def network_spec(model_config) -> NetworkSpec:
     dtype=DTYPES[cfg.dtype],
     pointwise_einsum=_pointwise_einsum(cfg.conv1x1),
     explicit_conv_grads=_on_cpu(),
+    gate=cfg.gate,
+    gate_bias=float(cfg.gate_bias),
   )
   return NetworkSpec(
     stem=cfg.stem,
@@ -287,6 +298,9 @@ class ResNet(nnx.Module):
     self.final_norm = (
       GroupBatchNorm(final_channels, group_size=spec.unit.bn_group_size) if preact else None
     )
+    # ReLU-only pre-activation ends with the extra ReLU He et al. 2016 put after the
+    # last unit's addition (their appendix); full pre-activation with the BN-ReLU above.
+    self.final_relu = spec.unit.variant == 'relu_preact'
     self.head = nnx.Linear(final_channels, num_classes, param_dtype=jnp.float32, rngs=rngs)
 
   def stage_outputs(self, x_nhwc: jax.Array) -> list[jax.Array]:
@@ -299,8 +313,10 @@ class ResNet(nnx.Module):
     return outputs
 
   def _finish(self, y_nhwc: jax.Array) -> jax.Array:
-    """The final BN-ReLU of pre-activation networks (identity otherwise)."""
-    return y_nhwc if self.final_norm is None else jax.nn.relu(self.final_norm(y_nhwc))
+    """The final (BN-)ReLU of pre-activation networks (identity otherwise)."""
+    if self.final_norm is not None:
+      return jax.nn.relu(self.final_norm(y_nhwc))
+    return jax.nn.relu(y_nhwc) if self.final_relu else y_nhwc
 
   def features(self, x_nhwc: jax.Array) -> list[jax.Array]:
     """The output of each stage (C2..C5 for ImageNet networks: strides 4, 8, 16, 32)."""

@@ -1,0 +1,40 @@
+"""The degradation experiment of He et al. 2015 (Figures 1, 4 and 6) at CPU scale, on
+Fashion-MNIST: plain and residual CIFAR-style networks of two depths, one recipe.
+
+  python -m resnet_jax.data.prepare fashion_mnist
+  python -m resnet_jax.analysis.sweep --config=configs/degradation_fashion_mnist.py \
+    --grid model.shortcut=none,A --grid model.depth=20,56 --panel_by=model.shortcut \
+    --workdir=runs/degradation --out=docs/results/degradation_fashion_mnist
+
+The argument is DEPTH (6n+2), optionally `,plain` (the plain network of that depth).
+The paper's claim (He et al. 2015, Figures 1 and 6 on CIFAR-10, no table entry): the
+deeper plain network ends with a higher *training* error than the shallower one, the
+deeper ResNet does not. Measured (2026-11-29, 2 shared CPU cores, 1 h 03 min for all
+four; docs/results/degradation_fashion_mnist.md): training / test error plain-20
+15.28 / 15.58%, plain-56 33.72 / 31.54%, ResNet-20 15.62 / 15.47%, ResNet-56 18.45 /
+19.56%: plain degrades; the deeper ResNet nearly closes the gap in one epoch.
+Recipe: configs/resnet20_fashion_mnist.py's (SGD 0.1 at batch 128, momentum 0.9, weight
+decay 1e-4, 50-step warmup, cosine decay), one epoch (468 steps) so that all four
+networks fit in about an hour on 2 shared CPU cores; the training error is logged
+every 25 steps, the test error every 156.
+Hardware: on one modern GPU all four runs take a few minutes.
+"""
+
+from configs import resnet20_fashion_mnist
+
+
+def get_config(arg: str = '20'):
+  depth, *rest = arg.split(',')
+  if rest not in ([], ['plain']):
+    raise ValueError(f"config argument {arg!r}: expected DEPTH or DEPTH,plain (e.g. '56,plain')")
+  config = resnet20_fashion_mnist.get_config()
+  config.model.depth = int(depth)
+  config.model.shortcut = 'none' if rest == ['plain'] else 'A'
+  # Same parameters and numerics; 2-4x faster for 56 layers on CPU, a little slower for 20.
+  config.model.scan = True
+
+  config.train.num_epochs = 1.0  # 468 steps
+  config.train.log_every = 25
+  config.train.eval_every = 156  # three points of the test-error curve
+  config.train.checkpoint_every = 156
+  return config

@@ -1,0 +1,1 @@
+"""Experiments over models: sweeps with their tables and curves, and gradient-flow signals."""

@@ -1,0 +1,50 @@
+"""Training and test error against iterations, as in He et al. 2015's Figures 4 and 6:
+thin dashed lines the training error, bold lines the test error, one colour per run."""
+
+import matplotlib
+
+matplotlib.use('Agg')  # Files only; no display needed.
+import matplotlib.pyplot as plt  # noqa: E402
+
+from resnet_jax.analysis.report import RunResult  # noqa: E402
+
+
+def _label(result: RunResult, hidden: str | None) -> str:
+  shown = [(k.rsplit('.', 1)[-1], v) for k, v in result.overrides.items() if k != hidden]
+  return ', '.join(f'{k}={v}' for k, v in shown)
+
+
+def _top(results: list[RunResult]) -> float:
+  """An upper limit that shows the second half of the curves (the start is ~90% error)."""
+  tail = [e for r in results for c in (r.train_curve, r.test_curve) for _, e in c[len(c) // 2 :]]
+  return min(100.0, 1.3 * max(tail, default=100.0))
+
+
+def plot_curves(results: list[RunResult], path, *, panel_by: str | None = None, title: str = ''):
+  """Writes a PNG; with `panel_by` (a grid key), one panel per value of that key."""
+  panels = {}
+  for r in results:
+    panels.setdefault(r.overrides.get(panel_by, '') if panel_by else '', []).append(r)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+  for ax, (value, group) in zip(axes[0], panels.items(), strict=True):
+    for i, r in enumerate(group):
+      color = f'C{i}'
+      label = _label(r, panel_by) or r.name
+      if r.train_curve:
+        steps, errors = zip(*r.train_curve, strict=True)
+        ax.plot(steps, errors, '--', color=color, linewidth=1, label=f'{label} (train)')
+      if r.test_curve:
+        steps, errors = zip(*r.test_curve, strict=True)
+        ax.plot(steps, errors, 'o-', color=color, linewidth=2.5, label=f'{label} (test)')
+    ax.set_ylim(0, _top(results))  # One scale for all panels, to compare them.
+    ax.set_xlabel('iterations')
+    ax.set_ylabel('error (%)')
+    ax.set_title(f'{panel_by}={value}' if panel_by else title)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+      ax.legend(fontsize=8)
+  if panel_by and title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,126 @@
+"""What a sweep's runs produced, as a markdown table: errors, size, cost, wall time.
+
+The errors and curves come from each run's metrics.jsonl (see ERRORS_NOTE); the
+curves are those records against the step, as in He et al. 2015's Figures 4 and 6.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+
+import jax
+from etils import epath
+from flax import nnx
+
+from resnet_jax import checkpoint, metrics
+from resnet_jax.analysis.grid import RUN_RECORD
+from resnet_jax.models.resnet import create_model
+from resnet_jax.models.summary import count_params, summarize
+
+ERRORS_NOTE = (
+  'Training error: the running top-1 error of the last `train.log_every` steps (training '
+  'mode: augmented images, BN on batch statistics, weights changing), as logged in '
+  'metrics.jsonl. Test error: the last evaluation of the eval split (at the final step).'
+)
+
+
+@dataclasses.dataclass
+class RunResult:
+  """One point of the sweep, finished or not."""
+
+  name: str
+  overrides: dict[str, str]
+  done: bool
+  train_curve: list[tuple[int, float]]  # (step, training error in %)
+  test_curve: list[tuple[int, float]]  # (step, test error in %)
+  wall_seconds: float | None = None
+  params: int | None = None
+  macs: int | None = None
+
+  @property
+  def train_error(self) -> float | None:
+    return self.train_curve[-1][1] if self.train_curve else None
+
+  @property
+  def test_error(self) -> float | None:
+    return self.test_curve[-1][1] if self.test_curve else None
+
+  @property
+  def steps(self) -> int:
+    return max((step for step, _ in self.train_curve + self.test_curve), default=0)
+
+
+def error_curve(workdir, split: str) -> list[tuple[int, float]]:
+  """(step, 100 - top-1 %) of one split; a step logged twice (a resumed run) keeps its last."""
+  by_step = {r['step']: 100 * (1 - r['top1']) for r in metrics.read_metrics(workdir, split)}
+  return sorted(by_step.items())
+
+
+def model_size(config) -> tuple[int, int]:
+  """(parameters, multiply-adds per image) of the run's network, without allocating it."""
+  from resnet_jax import data  # Here: TensorFlow loads only when a report is made.
+
+  info = data.get_dataset_info(config.data)
+  model = nnx.eval_shape(
+    lambda: create_model(
+      config.model,
+      num_classes=info.num_classes,
+      in_channels=info.num_channels,
+      rngs=nnx.Rngs(0),
+    )
+  )
+  size = config.data.image_size
+  macs = sum(row.macs for row in summarize(model, (size, size, info.num_channels)))
+  return count_params(model), macs
+
+
+def load_run(workdir, name: str, overrides: dict[str, str]) -> RunResult:
+  workdir = epath.Path(workdir)
+  record_path = workdir / RUN_RECORD
+  record = json.loads(record_path.read_text()) if record_path.exists() else {}
+  result = RunResult(
+    name=name,
+    overrides=overrides,
+    done=record.get('status') == 'done',
+    train_curve=error_curve(workdir, 'train'),
+    test_curve=error_curve(workdir, 'eval'),
+    wall_seconds=record.get('wall_seconds'),
+  )
+  config = checkpoint.load_config(workdir) if workdir.exists() else None
+  if config is not None:
+    result.params, result.macs = model_size(config)
+  return result
+
+
+def _number(value: float | None, fmt: str) -> str:
+  return '-' if value is None else format(value, fmt)
+
+
+def markdown_table(results: list[RunResult]) -> str:
+  """One row per run: its grid values, errors, size, cost and wall time."""
+  keys = list(results[0].overrides) if results else []
+  header = [*keys, 'train error %', 'test error %', 'params', 'multiply-adds', 'steps', 'wall time']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for r in results:
+    wall = '-' if r.wall_seconds is None else metrics.format_duration(r.wall_seconds)
+    cells = [
+      *(r.overrides[k] for k in keys),
+      _number(r.train_error, '.2f'),
+      _number(r.test_error, '.2f') + ('' if r.done else ' (not finished)' if r.steps else ''),
+      _number(r.params, ','),
+      _number(r.macs, ','),
+      str(r.steps),
+      wall,
+    ]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def machine() -> str:
+  """A one-line description of where this ran."""
+  device = jax.devices()[0]
+  return (
+    f'{platform.node()}: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}),'
+    f' {len(jax.devices())} x {device.platform} {device.device_kind}, JAX {jax.__version__}'
+  )

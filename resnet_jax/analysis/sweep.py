@@ -1,0 +1,157 @@
+"""Runs a grid of config overrides, one train.py run per point, then a table and curves.
+
+  python -m resnet_jax.analysis.sweep --config=configs/resnet_cifar10.py \
+    --grid model.depth=20,56 --grid model.shortcut=A,none --workdir=runs/sweep
+
+Each point is an ordinary train.py workdir under --workdir, named after its overrides
+(`depth-20_shortcut-A`), so it can be inspected, evaluated or resumed on its own. Points
+run one after another, each in its own process (memory goes back between runs; a crash
+ends only that point, and the sweep goes on). Rerunning the same command resumes the
+grid: finished points (a `sweep.json` in their workdir) are skipped, a half-done one
+continues from its last checkpoint. Then `--out`.md (the command, machine, date and
+table) and `--out`.png (the error curves) are written.
+
+Several hosts: `--print_commands` prints one train.py command per pending point, to hand
+to a scheduler; or each of n hosts sharing the workdir runs `--shard=i/n`. Afterwards
+`--report_only` writes the table and curves from what has finished.
+The wall time of a run adds up the attempts this runner saw end.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from resnet_jax import cli
+from resnet_jax.analysis import grid
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+_CONFIG = flags.DEFINE_string('config', None, 'Config file, FILE[:ARG], as for train.py.')
+_GRID = flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: one axis of the grid (repeat).')
+_SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE: an override shared by every point.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the sweep (one workdir per point).')
+_OUT = flags.DEFINE_string('out', None, 'Path prefix of the table (.md) and curves (.png).')
+_PANEL_BY = flags.DEFINE_string('panel_by', None, 'A grid key: one curve panel per value.')
+_SHARD = flags.DEFINE_string('shard', '0/1', 'I/N: run every N-th point from the I-th.')
+_PRINT = flags.DEFINE_bool('print_commands', False, 'Print the pending points, run nothing.')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write the table and curves only.')
+
+
+def train_command(config: str, point: grid.Point, shared: list[str], workdir) -> list[str]:
+  overrides = [f'--config.{kv}' for kv in shared] + point.flags()
+  return [
+    sys.executable,
+    str(ROOT / 'train.py'),
+    f'--config={config}',
+    *overrides,
+    f'--workdir={workdir}',
+  ]
+
+
+def _read_record(workdir: pathlib.Path) -> dict:
+  path = workdir / grid.RUN_RECORD
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def is_done(workdir: pathlib.Path) -> bool:
+  return _read_record(workdir).get('status') == 'done'
+
+
+def run_point(command: list[str], workdir: pathlib.Path) -> int:
+  """Runs one point to its end (or failure), its output appended to workdir/train.log."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  record = _read_record(workdir)
+  start = time.monotonic()
+  env = {'TF_CPP_MIN_LOG_LEVEL': '2', **os.environ}
+  with (workdir / 'train.log').open('a') as log:
+    returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+  record.update(
+    command=shlex.join(command),
+    status='done' if returncode == 0 else f'failed (exit status {returncode})',
+    wall_seconds=record.get('wall_seconds', 0.0) + time.monotonic() - start,
+    attempts=record.get('attempts', 0) + 1,
+  )
+  (workdir / grid.RUN_RECORD).write_text(json.dumps(record, indent=2) + '\n')
+  return returncode
+
+
+def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, panel_by: str | None):
+  """`out`.md (command, machine, date, table) and `out`.png (curves) of every point so far."""
+  # Here, not above: JAX and matplotlib load only when a report is made.
+  from resnet_jax import metrics
+  from resnet_jax.analysis import plots, report
+
+  results = [report.load_run(root / p.name, p.name, dict(p.overrides)) for p in all_points]
+  out_path = pathlib.Path(out)
+  out_path.parent.mkdir(parents=True, exist_ok=True)
+  png = out_path.with_suffix('.png')
+  plots.plot_curves(results, png, panel_by=panel_by, title=f'sweep {root.name}')
+  total = sum(r.wall_seconds or 0.0 for r in results)
+  text = '\n'.join(
+    [
+      f'# Sweep {root.name}',
+      '',
+      'Command:',
+      '',
+      '```',
+      shlex.join(['python', '-m', 'resnet_jax.analysis.sweep', *sys.argv[1:]]),
+      '```',
+      '',
+      f'Machine: {report.machine()}.',
+      f'Written: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; '
+      f'wall time of the runs: {metrics.format_duration(total)} in all.',
+      '',
+      report.markdown_table(results),
+      '',
+      report.ERRORS_NOTE,
+      '',
+      f'![error curves]({png.name})',
+      '',
+    ]
+  )
+  out_path.with_suffix('.md').write_text(text)
+  print(f'wrote {out_path.with_suffix(".md")} and {png}', flush=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _CONFIG.value or not _WORKDIR.value:
+    raise cli.ConfigError('--config=FILE[:ARG] and --workdir=DIR are required')
+  try:
+    all_points = grid.points([grid.parse_axis(spec) for spec in _GRID.value])
+    mine = grid.shard(all_points, _SHARD.value)
+  except ValueError as e:
+    raise cli.ConfigError(str(e)) from e
+  if _PANEL_BY.value and _PANEL_BY.value not in dict(all_points[0].overrides):
+    raise cli.ConfigError(f'--panel_by={_PANEL_BY.value}: not one of the --grid keys')
+  root = pathlib.Path(_WORKDIR.value)
+  failed = []
+  for i, point in enumerate([] if _REPORT_ONLY.value else mine):
+    workdir = root / point.name
+    command = train_command(_CONFIG.value, point, _SET.value, workdir)
+    if is_done(workdir):
+      print(f'[{i + 1}/{len(mine)}] {point.name}: done, skipped', flush=True)
+      continue
+    if _PRINT.value:
+      print(shlex.join(command), flush=True)
+      continue
+    print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
+    if run_point(command, workdir):
+      failed.append(point.name)
+      print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
+  if not _PRINT.value:
+    write_report(root, all_points, _OUT.value or str(root / 'results'), _PANEL_BY.value)
+  if failed:
+    raise cli.RunError(f'{len(failed)} point(s) failed: {", ".join(failed)}')
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,112 @@
+"""The sweep runner: grid points and names, a tiny grid run half then resumed, the table."""
+
+import json
+
+import pytest
+
+from configs import default
+from resnet_jax.analysis import grid, report
+from tests.entry_points import TINY, run
+
+SWEEP = '-m resnet_jax.analysis.sweep'
+
+
+def test_points_are_the_product_first_axis_outermost():
+  axes = [grid.parse_axis('model.depth=20,56'), grid.parse_axis('model.shortcut=A,none')]
+  points = grid.points(axes)
+  assert [p.name for p in points] == [
+    'depth-20_shortcut-A',
+    'depth-20_shortcut-none',
+    'depth-56_shortcut-A',
+    'depth-56_shortcut-none',
+  ]
+  assert points[1].flags() == ['--config.model.depth=20', '--config.model.shortcut=none']
+
+
+def test_names_keep_the_full_key_where_last_parts_clash():
+  axes = [grid.parse_axis('model.width=4'), grid.parse_axis('data.width=8')]
+  assert grid.points(axes)[0].name == 'model.width-4_data.width-8'
+
+
+@pytest.mark.parametrize('spec', ['model.depth', '=1,2', 'model.depth=1,,2', 'model.depth=1,1'])
+def test_bad_axes_are_refused(spec):
+  with pytest.raises(ValueError, match='grid axis'):
+    grid.parse_axis(spec)
+
+
+def test_shards_split_the_points():
+  points = grid.points([grid.parse_axis('model.depth=8,14,20')])
+  assert [p.name for p in grid.shard(points, '1/2')] == ['depth-14']
+  with pytest.raises(ValueError, match='I/N'):
+    grid.shard(points, '2/2')
+
+
+def test_apply_types_each_value_like_its_field():
+  overrides = (
+    ('model.depth', '56'),
+    ('model.scan', 'True'),
+    ('model.shortcut', 'none'),
+    ('optim.boundaries', '(10, 20)'),
+    ('optim.learning_rate', '1'),
+  )
+  config = grid.apply(default.get_config(), grid.Point('p', overrides))
+  assert (config.model.depth, config.model.scan, config.model.shortcut) == (56, True, 'none')
+  assert tuple(config.optim.boundaries) == (10, 20) and config.optim.learning_rate == 1.0
+  with pytest.raises(ValueError, match='no such field'):
+    grid.apply(default.get_config(), grid.Point('p', (('model.dept', '5'),)))
+
+
+def test_error_curve_keeps_the_last_record_of_a_step(tmp_path):
+  records = [
+    {'step': 2, 'split': 'train', 'top1': 0.5},
+    {'step': 4, 'split': 'train', 'top1': 0.6},
+    {'step': 4, 'split': 'eval', 'top1': 0.7},
+    {'step': 4, 'split': 'train', 'top1': 0.75},  # the same step again, after a resume
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  assert report.error_curve(tmp_path, 'train') == [(2, 50.0), (4, 25.0)]
+  assert report.error_curve(tmp_path, 'eval') == [(4, pytest.approx(30.0))]
+
+
+def _sweep(tmp_path, *extra):
+  """The sweep over TINY's run: its --config, and its overrides as --set."""
+  config_flag, *overrides = TINY
+  return run(
+    SWEEP,
+    config_flag,
+    *(f'--set={arg.removeprefix("--config.")}' for arg in overrides),
+    '--grid=model.shortcut=A,none',
+    f'--workdir={tmp_path / "sweep"}',
+    *extra,
+  )
+
+
+def test_a_half_done_grid_resumes_and_reports(tmp_path):
+  first = _sweep(tmp_path, '--shard=0/2')
+  assert first.returncode == 0, first.stderr
+  assert 'shortcut-A: running' in first.stdout and 'shortcut-none' not in first.stdout
+
+  pending = _sweep(tmp_path, '--print_commands')
+  assert 'shortcut-A: done, skipped' in pending.stdout
+  assert '--config.model.shortcut=none' in pending.stdout
+
+  second = _sweep(tmp_path)
+  assert second.returncode == 0, second.stderr
+  assert 'shortcut-A: done, skipped' in second.stdout
+  assert 'shortcut-none: running' in second.stdout
+  table = (tmp_path / 'sweep' / 'results.md').read_text()
+  rows = [line for line in table.splitlines() if line.startswith('| A') or line.startswith('| n')]
+  assert len(rows) == 2 and all('(not finished)' not in row for row in rows)
+  assert '| 4 |' in rows[0]  # steps
+  assert (tmp_path / 'sweep' / 'results.png').stat().st_size > 1000
+  record = json.loads((tmp_path / 'sweep' / 'shortcut-none' / grid.RUN_RECORD).read_text())
+  assert record['status'] == 'done' and record['attempts'] == 1
+
+
+def test_a_failing_point_is_reported_and_the_sweep_fails(tmp_path):
+  result = _sweep(tmp_path, '--set=model.depth=9', '--shard=1/2')
+  assert result.returncode == 1
+  assert 'shortcut-none: failed' in result.stdout
+  assert '1 point(s) failed: shortcut-none' in result.stderr
+  log = (tmp_path / 'sweep' / 'shortcut-none' / 'train.log').read_text()
+  assert '6n+2' in log
