@@ -6,9 +6,14 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: train test test-slow lint clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# Tests also need pytest, ruff and the PyTorch references (several GB): not `make train`.
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -20,13 +25,13 @@ train: $(VENV)/.installed
 	$(PY) train.py --config=$(DEFAULT_CONFIG) --workdir=$(DEFAULT_WORKDIR)
 	$(PY) evaluate.py --workdir=$(DEFAULT_WORKDIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -m slow
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
 clean:

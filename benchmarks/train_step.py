@@ -31,9 +31,11 @@ from resnet_jax import evaluator, parallel, trainer
 MODELS = {
   'resnet18': (resnet_imagenet, '18', 224, 32),
   'resnet50': (resnet_imagenet, '50', 224, 32),
+  'resnet152': (resnet_imagenet, '152', 224, 32),
   'resnet20': (resnet_cifar10, '20', 32, 128),
   'resnet56': (resnet_cifar10, '56', 32, 128),
   'resnet110': (resnet_cifar10, '110', 32, 128),
+  'resnet1202': (resnet_cifar10, '1202', 32, 128),
 }
 
 
@@ -48,17 +50,22 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n**3 / best / 1e9
 
 
-def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1: str) -> dict:
+def benchmark_config(name: str, batch_size: int, model_fields: dict):
+  """The config of `name` on synthetic data, with `model_fields` set in config.model."""
   module, arg, size, _ = MODELS[name]
   config = module.get_config(arg)
-  config.model.dtype = dtype
-  config.model.conv1x1 = conv1x1
+  config.model.update(model_fields)
   config.data.dataset = 'synthetic'
   config.data.image_size = size
   config.train.batch_size = batch_size
-  mesh = parallel.create_mesh()
+  return config
+
+
+def lower_step(config, mode: str, mesh):
+  """(setup, lowered step, its arguments) of the train or eval step that train.py runs."""
   setup = trainer.setup(config, mesh)
   rng = np.random.default_rng(0)
+  batch_size, size = config.train.batch_size, config.data.image_size
   batch = {
     'image': rng.standard_normal((batch_size, size, size, 3), dtype=np.float32),
     'label': rng.integers(0, setup.info.num_classes, batch_size).astype(np.int32),
@@ -66,21 +73,35 @@ def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1:
   if mode == 'eval':
     batch['mask'] = np.ones(batch_size, bool)
   batch = parallel.shard_batch(batch, mesh)
-
-  start = time.perf_counter()
   if mode == 'train':
     step = trainer.make_train_step(setup.graphdef, setup.tx, setup.schedule, mesh)
-    compiled = step.lower(setup.state, batch).compile()
+    args = (setup.state, batch)
   else:
     step = evaluator.make_eval_step(setup.graphdef, mesh)
-    compiled = step.lower(setup.state.params, setup.state.batch_stats, batch).compile()
+    args = (setup.state.params, setup.state.batch_stats, batch)
+  return setup, step.lower(*args), args
+
+
+def _flops(config, mode: str, mesh) -> float:
+  """XLA's FLOP count of the unrolled step (a scanned step counts its loop body once)."""
+  unrolled = config.copy_and_resolve_references()
+  unrolled.model.scan = False
+  cost = lower_step(unrolled, mode, mesh)[1].cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost).get('flops', 0.0)
+
+
+def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) -> dict:
+  """Our step's numbers, with `model_fields` (dtype, conv1x1, scan, remat) set in config.model."""
+  config = benchmark_config(name, batch_size, model_fields)
+  mesh = parallel.create_mesh()
+  _, lowered, args = lower_step(config, mode, mesh)
+  start = time.perf_counter()
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   memory = compiled.memory_analysis()
 
-  state = setup.state
   if mode == 'train':
+    state, batch = args
 
     def run_step():
       nonlocal state
@@ -89,16 +110,18 @@ def ours(name: str, mode: str, batch_size: int, steps: int, dtype: str, conv1x1:
   else:
 
     def run_step():
-      jax.block_until_ready(compiled(state.params, state.batch_stats, batch))
+      jax.block_until_ready(compiled(*args))
 
   seconds = median_step_seconds(run_step, steps)
   peak_bytes = None
   if memory is not None:
     peak_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes
   return {
+    'scan': config.model.scan,
+    'remat': config.model.remat,
     'images_per_s': batch_size / seconds,
     'compile_s': compile_s,
-    'gflop_per_image': cost.get('flops', 0.0) / batch_size / 1e9,
+    'gflop_per_image': _flops(config, mode, mesh) / batch_size / 1e9,
     'xla_peak_mb': None if peak_bytes is None else peak_bytes / 2**20,
   }
 
@@ -126,12 +149,22 @@ def main():
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--conv1x1', choices=('auto', 'einsum', 'conv'), default='auto')
+  for field, what in (('scan', 'units under lax.scan'), ('remat', 'recompute activations')):
+    parser.add_argument(
+      f'--{field}',
+      action=argparse.BooleanOptionalAction,
+      help=f"model.{field}: {what} (default: the config's)",
+    )
   parser.add_argument('--no-torch', action='store_true')
   args = parser.parse_args()
   batch = args.batch or MODELS[args.model][3]
 
   peak = gemm_peak_gflops()
-  mine = ours(args.model, args.mode, batch, args.steps, args.dtype, args.conv1x1)
+  model_fields = {'dtype': args.dtype, 'conv1x1': args.conv1x1}
+  model_fields.update(
+    {f: getattr(args, f) for f in ('scan', 'remat') if getattr(args, f) is not None}
+  )
+  mine = ours(args.model, args.mode, batch, args.steps, model_fields)
   torch_result = None if args.no_torch else theirs(args.model, args.mode, batch, args.steps)
   torch_ips = torch_result['images_per_s'] if torch_result else None
   gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
@@ -139,8 +172,7 @@ def main():
     'model': args.model,
     'mode': args.mode,
     'batch': batch,
-    'dtype': args.dtype,
-    'conv1x1': args.conv1x1,
+    **model_fields,
     'devices': jax.device_count(),
     'platform': jax.devices()[0].platform,
     'load_average': os.getloadavg()[0],
