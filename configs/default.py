@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
   model.conv1x1 = 'auto'  # 1x1 convs as: einsum | conv | auto (einsum on CPU, conv elsewhere)
-  model.scan = False  # run each stage's repeated units under lax.scan (compile time flat in depth)
+  model.scan = False  # run each stage's repeated units under lax.scan (one compiled unit body)
   model.remat = False  # recompute each unit's activations in the backward pass (saves memory)
 
   config.data = data = ml_collections.ConfigDict()

@@ -200,10 +200,11 @@ class Stage(nnx.Module):
 
   With `scan`, the units after the first (all of one shape) run as one
   `lax.scan` over their parameters stacked on the fly: the step compiles one
-  unit body instead of one per unit, so compile time stops growing with depth,
-  and XLA cannot fuse across units (on CPU it otherwise recomputes whole
-  chains of post-activation unit outputs inside backward fusions). The
-  parameters stay one entry per unit, so checkpoints load either way. With
+  unit body instead of one per unit, and XLA cannot fuse across units (on CPU
+  it otherwise recomputes whole chains of post-activation unit outputs inside
+  backward fusions). The parameters stay one entry per unit, so checkpoints
+  load either way; the per-unit stacking and optimizer updates still make
+  compile time grow with depth (README, compile time). With
   `remat`, each unit keeps only its input for the backward pass.
   """
 
