@@ -18,6 +18,7 @@ import sys
 import time
 
 from benchmarks.train_step import MODELS, benchmark_config, lower_step
+from resnet_jax import parallel
 
 EXECUTIONS = {
   'unrolled': dict(scan=False, remat=False),
@@ -29,8 +30,6 @@ EXECUTIONS = {
 
 def measure(name: str, execution: str, batch_size: int) -> dict:
   """Trace+lower and compile seconds and XLA's temporary memory of one train step."""
-  from resnet_jax import parallel
-
   config = benchmark_config(name, batch_size, EXECUTIONS[execution])
   start = time.perf_counter()
   _, lowered, _ = lower_step(config, 'train', parallel.create_mesh())
