@@ -13,7 +13,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from resnet_jax import checkpoint, data, metrics, parallel
+from resnet_jax import checkpoint, compiler, data, metrics, parallel
 
 
 def make_eval_step(graphdef: nnx.GraphDef, mesh):
@@ -36,7 +36,11 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh):
       logits = model(images)
     return metrics.eval_sums(logits, batch['label'], batch['mask'])
 
-  return jax.jit(eval_step, out_shardings=parallel.replicated_sharding(mesh))
+  return jax.jit(
+    eval_step,
+    out_shardings=parallel.replicated_sharding(mesh),
+    compiler_options=compiler.step_options(mesh),
+  )
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:

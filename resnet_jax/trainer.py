@@ -19,7 +19,7 @@ import optax
 from etils import epath
 from flax import nnx, struct
 
-from resnet_jax import checkpoint, data, evaluator, metrics, optim, parallel, preemption
+from resnet_jax import checkpoint, compiler, data, evaluator, metrics, optim, parallel, preemption
 from resnet_jax.cli import ConfigError, RunError
 from resnet_jax.models import create_model
 from resnet_jax.pretrained import finetune
@@ -150,6 +150,7 @@ def make_train_step(
     in_shardings=(replicated, parallel.batch_sharding(mesh)),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
+    compiler_options=compiler.step_options(mesh),
   )
 
 
