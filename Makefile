@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: train test test-slow lint clean
+.PHONY: train test test-slow lint gpu-wheels clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-slow: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+
+# The pure-Python wheels benchmarks/gpu_check.sh unpacks where they are not installed
+# (a GPU machine without internet gets the folder with the working tree: never committed).
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d benchmarks/gpu_wheels \
+	  $$(grep -E '^(ml-collections|absl-py)==' requirements.txt)
 
 clean:
 	rm -rf $(VENV)

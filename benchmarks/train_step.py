@@ -3,10 +3,12 @@
   python -m benchmarks.train_step --model=resnet50              # ImageNet shapes, batch 32 at 224
   python -m benchmarks.train_step --model=resnet20 --mode=eval  # CIFAR shapes, batch 128 at 32
 
-Ours is exactly what train.py runs (`trainer.make_train_step` / the evaluator's
-step) on synthetic data already on the device; PyTorch's is torchvision's
-ResNet (or the paper's CIFAR ResNet with option A, written below) in
-channels_last with SGD + momentum, with as many threads as cores. torch is a
+Ours is exactly what train.py runs (`train_state.make_train_step` /
+`make_eval_step`, from `train_state.initialize`) on random data already on the
+device. No dataset is read: with --no-torch this needs neither TensorFlow,
+TFDS, tensorboard nor safetensors (benchmarks/gpu_check.sh). PyTorch's is
+torchvision's ResNet (or the paper's CIFAR ResNet with option A, written below)
+in channels_last with SGD + momentum, with as many threads as cores. torch is a
 development requirement only: without it the torch column is empty.
 Median images/s after warm-up; compile seconds; XLA's FLOP count of the step
 and its fraction of this machine's fp32 GEMM peak measured in the same run.
@@ -25,7 +27,7 @@ import numpy as np
 
 from benchmarks.timing import median_step_seconds
 from configs import resnet_cifar10, resnet_imagenet
-from resnet_jax import evaluator, parallel, trainer
+from resnet_jax import parallel, train_state
 
 # name -> (config module, config argument, image size, default batch)
 MODELS = {
@@ -37,6 +39,9 @@ MODELS = {
   'resnet110': (resnet_cifar10, '110', 32, 128),
   'resnet1202': (resnet_cifar10, '1202', 32, 128),
 }
+# config.model.stem -> (classes, training examples) of the dataset that network is for:
+# the labels' range, and the epochs of the learning-rate schedule.
+DATASETS = {'imagenet': (1000, 1_281_167), 'cifar': (10, 50_000)}
 
 
 def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -62,24 +67,32 @@ def benchmark_config(name: str, batch_size: int, model_fields: dict):
 
 
 def lower_step(config, mode: str, mesh):
-  """(setup, lowered step, its arguments) of the train or eval step that train.py runs."""
-  setup = trainer.setup(config, mesh)
-  rng = np.random.default_rng(0)
+  """(start, lowered step, its arguments) of the train or eval step that train.py runs,
+  from the state train.py starts from (train_state.Start)."""
+  num_classes, num_examples = DATASETS[config.model.stem]
   batch_size, size = config.train.batch_size, config.data.image_size
+  start = train_state.initialize(
+    config,
+    mesh,
+    num_classes=num_classes,
+    in_channels=3,
+    steps_per_epoch=max(num_examples // batch_size, 1),
+  )
+  rng = np.random.default_rng(0)
   batch = {
     'image': rng.standard_normal((batch_size, size, size, 3), dtype=np.float32),
-    'label': rng.integers(0, setup.info.num_classes, batch_size).astype(np.int32),
+    'label': rng.integers(0, num_classes, batch_size).astype(np.int32),
   }
   if mode == 'eval':
     batch['mask'] = np.ones(batch_size, bool)
   batch = parallel.shard_batch(batch, mesh)
   if mode == 'train':
-    step = trainer.make_train_step(setup.graphdef, setup.tx, setup.schedule, mesh)
-    args = (setup.state, batch)
+    step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh)
+    args = (start.state, batch)
   else:
-    step = evaluator.make_eval_step(setup.graphdef, mesh)
-    args = (setup.state.params, setup.state.batch_stats, batch)
-  return setup, step.lower(*args), args
+    step = train_state.make_eval_step(start.graphdef, mesh)
+    args = (start.state.params, start.state.batch_stats, batch)
+  return start, step.lower(*args), args
 
 
 def _flops(config, mode: str, mesh) -> float:

@@ -36,6 +36,16 @@ class RunError(RuntimeError):
   """A run that cannot go on (say why and what to do); shown to the user as one line."""
 
 
+def as_config_error(what: str, fn, *args, **kwargs):
+  """Calls fn; a ValueError (a value fn cannot use) becomes a one-line ConfigError."""
+  try:
+    return fn(*args, **kwargs)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f'{what}: {e}') from e
+
+
 def define_config_flag(default: str | None = None, name: str = 'config'):
   """`--config=FILE[:ARG]` plus `--config.a.b=VALUE` overrides of existing fields only."""
   _CONFIG_FLAGS.append(name)

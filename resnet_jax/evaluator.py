@@ -1,46 +1,18 @@
 """Evaluation: loss, top-1 and top-5 over a whole split, center crop or 10-crop.
 
 Used by the training loop every `train.eval_every` steps and by evaluate.py,
-which restores a checkpoint first (`evaluate`).
+which restores a checkpoint first (`evaluate`). The step itself is
+`train_state.make_eval_step`.
 """
 
 import json
 import re
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from etils import epath
-from flax import nnx
 
-from resnet_jax import checkpoint, compiler, data, metrics, parallel
-
-
-def make_eval_step(graphdef: nnx.GraphDef, mesh):
-  """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
-
-  10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
-  its crops' softmax probabilities, as the ResNet paper averages the scores.
-  """
-
-  def eval_step(params, batch_stats, batch):
-    model = nnx.merge(graphdef, params, batch_stats)
-    model.eval()
-    images = batch['image']
-    if images.ndim == 5:
-      b, crops = images.shape[:2]
-      logits = model(images.reshape((b * crops, *images.shape[2:]))).reshape(b, crops, -1)
-      probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=1)
-      logits = jnp.log(probs)
-    else:
-      logits = model(images)
-    return metrics.eval_sums(logits, batch['label'], batch['mask'])
-
-  return jax.jit(
-    eval_step,
-    out_shardings=parallel.replicated_sharding(mesh),
-    compiler_options=compiler.step_options(mesh),
-  )
+from resnet_jax import checkpoint, data, metrics, parallel, train_state
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:
@@ -114,7 +86,7 @@ def evaluate(
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = ckpt.restore(setup.state, step)
   ckpt.close()
-  eval_step = make_eval_step(setup.graphdef, mesh)
+  eval_step = train_state.make_eval_step(setup.graphdef, mesh)
   split = split or config.data.eval_split
   result = evaluate_split(
     eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops

@@ -1,7 +1,9 @@
 """Loss and accuracy, and where the numbers go: TensorBoard, metrics.jsonl, the console.
 
 The TensorBoard events are written with tensorboard's own writer and protos,
-which do not import TensorFlow (seconds of start-up, and GPU memory).
+which do not import TensorFlow (seconds of start-up, and GPU memory). They are
+imported by MetricWriter only: the steps use the losses here, and run where
+tensorboard is not installed (benchmarks/gpu_check.sh).
 """
 
 import json
@@ -11,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from etils import epath
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -84,6 +84,8 @@ class MetricWriter:
       workdir = epath.Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
       self._jsonl = (workdir / METRICS_FILE).open('a')
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
       self._events = EventFileWriter(str(workdir))
 
   def write(self, step: int, split: str, scalars: dict):
@@ -92,6 +94,8 @@ class MetricWriter:
     scalars = {k: float(v) for k, v in scalars.items()}
     self._jsonl.write(json.dumps({'step': int(step), 'split': split, **scalars}) + '\n')
     self._jsonl.flush()
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
     summary = summary_pb2.Summary(
       value=[
         summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v) for k, v in scalars.items()

@@ -1,37 +1,21 @@
-"""The training loop: TrainState, the jit-compiled train step, train_and_evaluate.
+"""The training loop: set-up from the config and dataset, train_and_evaluate.
 
-The Flax NNX model is split once into a static graphdef and pure-dict state
-(parameters, BN statistics); the step is a pure function of
-(TrainState, batch), compiled once with the state donated, replicated over the
-mesh while the batch is sharded along `data`. Everything a resumed run needs is
-in TrainState: the input position is the step (the data iterator is a pure
-function of seed and step), and the step's random key is derived from `rng`
-and the step.
+The state and the steps it runs are train_state's; this module adds what needs
+the dataset (its size and classes, the input pipeline) and the loop around the
+step: logging, periodic evals, checkpoints, preemption, non-finite losses.
 """
 
 import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from etils import epath
-from flax import nnx, struct
+from flax import nnx
 
-from resnet_jax import checkpoint, compiler, data, evaluator, metrics, optim, parallel, preemption
-from resnet_jax.cli import ConfigError, RunError
-from resnet_jax.models import create_model
-from resnet_jax.pretrained import finetune
-
-
-@struct.dataclass
-class TrainState:
-  step: jax.Array  # int32 scalar: optimizer steps taken
-  params: dict  # nnx.Param values, as a pure nested dict
-  batch_stats: dict  # nnx.BatchStat values (BN running averages)
-  opt_state: Any
-  rng: jax.Array  # uint32 key data of the run's base key
+from resnet_jax import checkpoint, data, evaluator, metrics, parallel, preemption, train_state
+from resnet_jax.cli import ConfigError, RunError, as_config_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +23,7 @@ class Setup:
   """Everything derived from the config before the first step."""
 
   graphdef: nnx.GraphDef
-  state: TrainState  # initial, replicated over the mesh
+  state: train_state.TrainState  # initial, replicated over the mesh
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   info: Any  # data.DatasetInfo
@@ -47,110 +31,30 @@ class Setup:
   total_steps: int
 
 
-def _as_config_error(what: str, fn, *args, **kwargs):
-  """Calls fn; a ValueError (a value fn cannot use) becomes a one-line ConfigError."""
-  try:
-    return fn(*args, **kwargs)
-  except ConfigError:
-    raise
-  except ValueError as e:
-    raise ConfigError(f'{what}: {e}') from e
-
-
 def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
-  """Model, optimizer and initial state from the config (parameters from config.seed, or
-  config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
+  """The dataset's info, then train_state.initialize from it (parameters from config.seed,
+  or config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
   state that a checkpoint replaces)."""
-  info = _as_config_error('config.data', data.get_dataset_info, config.data)
+  info = as_config_error('config.data', data.get_dataset_info, config.data)
   batch_size = config.train.batch_size
-  _as_config_error('train.batch_size', parallel.local_batch_size, batch_size, mesh)
+  as_config_error('train.batch_size', parallel.local_batch_size, batch_size, mesh)
   steps_per_epoch = max(info.num_train_examples // batch_size, 1)
-  total_steps = optim.total_steps(config.train, steps_per_epoch)
-  tx, schedule = optim.create_optimizer(
-    config.optim, batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-  )
-  key = jax.random.key(config.seed)
-  model = _as_config_error(
-    'config.model',
-    create_model,
-    config.model,
+  start = train_state.initialize(
+    config,
+    mesh,
     num_classes=info.num_classes,
     in_channels=info.num_channels,
-    rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)),
-  )
-  model.train()
-  _as_config_error(
-    'config.pretrained',
-    finetune.prepare,
-    model,
-    config.pretrained,
-    frozen_backbone=config.optim.backbone_lr_scale == 0,
-    load_weights=pretrained_weights,
-  )
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
-  state = TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=params,
-    batch_stats=batch_stats,
-    opt_state=tx.init(params),
-    rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+    steps_per_epoch=steps_per_epoch,
+    pretrained_weights=pretrained_weights,
   )
   return Setup(
-    graphdef, parallel.replicate(state, mesh), tx, schedule, info, steps_per_epoch, total_steps
-  )
-
-
-def make_train_step(
-  graphdef: nnx.GraphDef,
-  tx: optax.GradientTransformation,
-  schedule: optax.Schedule,
-  mesh,
-  *,
-  label_smoothing: float = 0.0,
-  skip_nonfinite: bool = False,
-):
-  """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
-
-  metrics['nonfinite'] is 1 where the loss or the gradient is NaN or infinite;
-  with `skip_nonfinite` such a step then keeps the previous parameters, BN
-  statistics and optimizer state (its batch is still consumed: the step counts).
-  """
-
-  def train_step(state: TrainState, batch):
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.batch_stats)
-      logits = model(batch['image'])
-      loss = jnp.mean(metrics.cross_entropy(logits, batch['label'], label_smoothing))
-      return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    grad_norm = optax.tree.norm(grads)
-    nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
-    step_metrics = {
-      'loss': loss,
-      'top1': jnp.mean(metrics.correct_topk(logits, batch['label'], 1)),
-      'grad_norm': grad_norm,
-      'learning_rate': schedule(state.step),
-      'nonfinite': nonfinite.astype(jnp.float32),
-    }
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-    )
-    if skip_nonfinite:
-      kept = state.replace(step=state.step + 1)
-      new_state = jax.tree.map(lambda old, new: jnp.where(nonfinite, old, new), kept, new_state)
-    return new_state, step_metrics
-
-  replicated = parallel.replicated_sharding(mesh)
-  return jax.jit(
-    train_step,
-    in_shardings=(replicated, parallel.batch_sharding(mesh)),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-    compiler_options=compiler.step_options(mesh),
+    start.graphdef,
+    start.state,
+    start.tx,
+    start.schedule,
+    info,
+    steps_per_epoch,
+    start.total_steps,
   )
 
 
@@ -193,7 +97,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   start, total = int(state.step), setup_.total_steps
 
-  train_step = make_train_step(
+  train_step = train_state.make_train_step(
     setup_.graphdef,
     setup_.tx,
     setup_.schedule,
@@ -201,7 +105,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     label_smoothing=config.optim.label_smoothing,
     skip_nonfinite=config.train.on_nonfinite == 'skip',
   )
-  eval_step = evaluator.make_eval_step(setup_.graphdef, mesh)
+  eval_step = train_state.make_eval_step(setup_.graphdef, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(

@@ -40,11 +40,11 @@ import os, signal, time
 import train
 from orbax.checkpoint._src.path import atomicity
 from orbax.checkpoint._src.serialization import serialization
-from resnet_jax import cli, trainer
+from resnet_jax import cli, train_state
 
 fault, at = os.environ['FAULT'].split(':')
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
-make_train_step = trainer.make_train_step
+make_train_step = train_state.make_train_step
 write = serialization.async_serialize_from_host
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 
@@ -71,7 +71,7 @@ async def faulty_finalize(self):
     kill()
   return await finalize(self)
 
-trainer.make_train_step = faulty_make_train_step
+train_state.make_train_step = faulty_make_train_step
 serialization.async_serialize_from_host = faulty_write
 atomicity.AtomicRenameTemporaryPath.finalize = faulty_finalize
 cli.run(train.main)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from resnet_jax import checkpoint, data, metrics, parallel, trainer
+from resnet_jax import checkpoint, data, metrics, trainer
 from resnet_jax.cli import ConfigError, RunError
 from tests.entry_points import assert_same_state, environment, restore_state, run
 
@@ -132,7 +132,7 @@ def test_unwritable_workdir_is_a_config_error_before_training(tmp_path):
 _ONE_AND_EIGHT_DEVICES = """
 import jax, numpy as np
 from configs import default
-from resnet_jax import evaluator, parallel, trainer
+from resnet_jax import parallel, train_state, trainer
 assert jax.device_count() == 8
 rng = np.random.default_rng(0)
 batches = [{'image': rng.normal(size=(32, 8, 8, 3)).astype(np.float32),
@@ -144,7 +144,7 @@ def run(devices):
   c.train.batch_size = 32
   mesh = parallel.create_mesh(devices)
   s = trainer.setup(c, mesh)
-  step = trainer.make_train_step(s.graphdef, s.tx, s.schedule, mesh)
+  step = train_state.make_train_step(s.graphdef, s.tx, s.schedule, mesh)
   state, losses = s.state, []
   for batch in batches:
     state, m = step(state, parallel.shard_batch(batch, mesh))
@@ -152,7 +152,7 @@ def run(devices):
   assert step._cache_size() == 1  # Compiled once.
   assert state.params['head']['kernel'].sharding.is_fully_replicated
   eval_batch = parallel.shard_batch({**batches[0], 'mask': np.ones(32, bool)}, mesh)
-  sums = evaluator.make_eval_step(s.graphdef, mesh)(state.params, state.batch_stats, eval_batch)
+  sums = train_state.make_eval_step(s.graphdef, mesh)(state.params, state.batch_stats, eval_batch)
   return losses, jax.device_get((state.params, state.batch_stats)), jax.device_get(sums)
 one, eight = run(jax.devices()[:1]), run(jax.devices())
 assert one[0][-1] < one[0][0], one[0]
@@ -241,16 +241,3 @@ def test_nonfinite_update_is_skipped_when_configured(tmp_path, monkeypatch, caps
   assert np.isfinite(result['loss'])
   assert [r['nonfinite'] for r in metrics.read_metrics(tmp_path, 'train')] == [0, 0, 0.5]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(restore_state(tmp_path)))
-
-
-def test_skipped_step_keeps_the_state_and_counts():
-  mesh = parallel.create_mesh()
-  setup = trainer.setup(tiny_config(1), mesh)
-  step = trainer.make_train_step(
-    setup.graphdef, setup.tx, setup.schedule, mesh, skip_nonfinite=True
-  )
-  before = jax.device_get(setup.state)
-  batch = {'image': np.full((32, 8, 8, 3), np.nan, np.float32), 'label': np.zeros(32, np.int32)}
-  state, step_metrics = step(setup.state, parallel.shard_batch(batch, mesh))
-  assert float(step_metrics['nonfinite']) == 1 and int(state.step) == 1
-  assert_same_state(state.replace(step=before.step), before)

@@ -5,13 +5,13 @@
 read with `torch.load(weights_only=True)`, which never runs code from the file,
 when torch is installed. torch is imported only here and only then: with
 TensorFlow in the same process, importing torchvision crashes (triton), while
-torch.load alone works.
+torch.load alone works. safetensors is imported when a file is read or written,
+so that training without pretrained weights does not need it.
 """
 
 import os
 
 import numpy as np
-import safetensors.numpy
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 
@@ -22,6 +22,8 @@ def read(path) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise ValueError(f'weights file {path} does not exist')
   if path.endswith('.safetensors'):
+    import safetensors.numpy
+
     arrays = safetensors.numpy.load_file(path)
   elif path.endswith(TORCH_SUFFIXES):
     arrays = _read_torch(path)
@@ -53,6 +55,8 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
 
 def write(path, arrays: dict[str, np.ndarray]) -> None:
   """Writes a .safetensors file (contiguous copies, as safetensors requires)."""
+  import safetensors.numpy
+
   safetensors.numpy.save_file(
     {k: np.ascontiguousarray(v) for k, v in arrays.items()}, os.fspath(path)
   )

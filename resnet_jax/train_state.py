@@ -1,0 +1,176 @@
+"""TrainState, its initialization, and the jit-compiled train and eval steps.
+
+The Flax NNX model is split once into a static graphdef and pure-dict state
+(parameters, BN statistics); each step is a pure function of that state and a
+batch, compiled once, replicated over the mesh while the batch is sharded
+along `data`. Everything a resumed run needs is in TrainState: the input
+position is the step (the data iterator is a pure function of seed and step),
+and the step's random key is derived from `rng` and the step.
+
+Nothing here reads a dataset: the caller says how many classes and input
+channels there are. So the steps (and benchmarks/train_step.py) run without
+TensorFlow, which only `resnet_jax.data` imports.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx, struct
+
+from resnet_jax import compiler, metrics, optim, parallel
+from resnet_jax.cli import as_config_error
+from resnet_jax.models import create_model
+from resnet_jax.pretrained import finetune
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: dict  # nnx.Param values, as a pure nested dict
+  batch_stats: dict  # nnx.BatchStat values (BN running averages)
+  opt_state: Any
+  rng: jax.Array  # uint32 key data of the run's base key
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """What the first step starts from."""
+
+  graphdef: nnx.GraphDef
+  state: TrainState  # replicated over the mesh
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  total_steps: int
+
+
+def initialize(
+  config: ml_collections.ConfigDict,
+  mesh,
+  *,
+  num_classes: int,
+  in_channels: int,
+  steps_per_epoch: int,
+  pretrained_weights: bool = True,
+) -> Start:
+  """Model, optimizer and initial state from the config (parameters from config.seed, or
+  config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
+  state that a checkpoint replaces). A config value that cannot work is a ConfigError."""
+  total_steps = optim.total_steps(config.train, steps_per_epoch)
+  tx, schedule = optim.create_optimizer(
+    config.optim,
+    batch_size=config.train.batch_size,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+  )
+  key = jax.random.key(config.seed)
+  model = as_config_error(
+    'config.model',
+    create_model,
+    config.model,
+    num_classes=num_classes,
+    in_channels=in_channels,
+    rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)),
+  )
+  model.train()
+  as_config_error(
+    'config.pretrained',
+    finetune.prepare,
+    model,
+    config.pretrained,
+    frozen_backbone=config.optim.backbone_lr_scale == 0,
+    load_weights=pretrained_weights,
+  )
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+  )
+  return Start(graphdef, parallel.replicate(state, mesh), tx, schedule, total_steps)
+
+
+def make_train_step(
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  mesh,
+  *,
+  label_smoothing: float = 0.0,
+  skip_nonfinite: bool = False,
+):
+  """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
+
+  metrics['nonfinite'] is 1 where the loss or the gradient is NaN or infinite;
+  with `skip_nonfinite` such a step then keeps the previous parameters, BN
+  statistics and optimizer state (its batch is still consumed: the step counts).
+  """
+
+  def train_step(state: TrainState, batch):
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.batch_stats)
+      logits = model(batch['image'])
+      loss = jnp.mean(metrics.cross_entropy(logits, batch['label'], label_smoothing))
+      return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    grad_norm = optax.tree.norm(grads)
+    nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    step_metrics = {
+      'loss': loss,
+      'top1': jnp.mean(metrics.correct_topk(logits, batch['label'], 1)),
+      'grad_norm': grad_norm,
+      'learning_rate': schedule(state.step),
+      'nonfinite': nonfinite.astype(jnp.float32),
+    }
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    )
+    if skip_nonfinite:
+      kept = state.replace(step=state.step + 1)
+      new_state = jax.tree.map(lambda old, new: jnp.where(nonfinite, old, new), kept, new_state)
+    return new_state, step_metrics
+
+  replicated = parallel.replicated_sharding(mesh)
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated, parallel.batch_sharding(mesh)),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+    compiler_options=compiler.step_options(mesh),
+  )
+
+
+def make_eval_step(graphdef: nnx.GraphDef, mesh):
+  """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
+
+  10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
+  its crops' softmax probabilities, as the ResNet paper averages the scores.
+  """
+
+  def eval_step(params, batch_stats, batch):
+    model = nnx.merge(graphdef, params, batch_stats)
+    model.eval()
+    images = batch['image']
+    if images.ndim == 5:
+      b, crops = images.shape[:2]
+      logits = model(images.reshape((b * crops, *images.shape[2:]))).reshape(b, crops, -1)
+      probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=1)
+      logits = jnp.log(probs)
+    else:
+      logits = model(images)
+    return metrics.eval_sums(logits, batch['label'], batch['mask'])
+
+  return jax.jit(
+    eval_step,
+    out_shardings=parallel.replicated_sharding(mesh),
+    compiler_options=compiler.step_options(mesh),
+  )

@@ -1,0 +1,79 @@
+"""The state and steps without a dataset: initialize is what trainer.setup starts from,
+a skipped step keeps the state, and neither the module nor the step benchmark (the GPU
+check) needs TensorFlow, TFDS, tensorboard or safetensors."""
+
+import json
+
+import jax
+import numpy as np
+
+from resnet_jax import parallel, train_state, trainer
+from tests.entry_points import assert_same_state, run
+from tests.test_trainer import tiny_config
+
+# Run in a subprocess first: these modules then fail to import (as where they are absent).
+_ABSENT = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'safetensors', 'torch')
+_WITHOUT = f'import sys\nsys.modules.update(dict.fromkeys({_ABSENT!r}))\n'
+
+
+def _initialize(config, mesh):
+  return train_state.initialize(config, mesh, num_classes=10, in_channels=3, steps_per_epoch=1)
+
+
+def test_trainer_setup_starts_from_initialize_with_the_datasets_shape():
+  mesh = parallel.create_mesh()
+  config = tiny_config(5)
+  setup = trainer.setup(config, mesh)
+  start = train_state.initialize(
+    config,
+    mesh,
+    num_classes=setup.info.num_classes,
+    in_channels=setup.info.num_channels,
+    steps_per_epoch=setup.steps_per_epoch,
+  )
+  assert (setup.info.num_classes, setup.total_steps) == (10, start.total_steps) == (10, 5)
+  assert setup.graphdef == start.graphdef
+  assert_same_state(setup.state, start.state)
+  assert start.state.params['head']['kernel'].sharding.is_fully_replicated
+
+
+def test_skipped_step_keeps_the_state_and_counts():
+  mesh = parallel.create_mesh()
+  start = _initialize(tiny_config(1), mesh)
+  step = train_state.make_train_step(
+    start.graphdef, start.tx, start.schedule, mesh, skip_nonfinite=True
+  )
+  before = jax.device_get(start.state)
+  batch = {'image': np.full((32, 8, 8, 3), np.nan, np.float32), 'label': np.zeros(32, np.int32)}
+  state, step_metrics = step(start.state, parallel.shard_batch(batch, mesh))
+  assert float(step_metrics['nonfinite']) == 1 and int(state.step) == 1
+  assert_same_state(state.replace(step=before.step), before)
+
+
+def test_module_does_not_import_tensorflow():
+  result = run(
+    '-c',
+    'import sys, resnet_jax.train_state\n'
+    f'print(sorted(m for m in sys.modules if m.split(".")[0] in {_ABSENT!r}))',
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == '[]'
+
+
+def test_step_benchmark_runs_without_tensorflow():
+  code = _WITHOUT + (
+    'import runpy\n'
+    "sys.argv = ['train_step', '--model=resnet20', '--no-torch', '--steps=2', '--batch=8']\n"
+    "runpy.run_module('benchmarks.train_step', run_name='__main__')\n"
+  )
+  result = run('-c', code)
+  assert result.returncode == 0, result.stderr
+  line = json.loads(result.stdout.strip().splitlines()[-1])
+  assert (line['model'], line['mode'], line['batch'], line['platform']) == (
+    'resnet20',
+    'train',
+    8,
+    'cpu',
+  )
+  assert line['images_per_s'] > 0 and line['gflop_per_image'] > 0
+  assert line['torch_images_per_s'] is None
