@@ -87,10 +87,12 @@ def lower_step(config, mode: str, mesh):
     batch['mask'] = np.ones(batch_size, bool)
   batch = parallel.shard_batch(batch, mesh)
   if mode == 'train':
-    step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh)
+    step = train_state.make_train_step(
+      start.graphdef, start.tx, start.schedule, mesh, dtype=config.model.dtype
+    )
     args = (start.state, batch)
   else:
-    step = train_state.make_eval_step(start.graphdef, mesh)
+    step = train_state.make_eval_step(start.graphdef, mesh, dtype=config.model.dtype)
     args = (start.state.params, start.state.batch_stats, batch)
   return start, step.lower(*args), args
 

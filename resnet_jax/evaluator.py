@@ -86,7 +86,7 @@ def evaluate(
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = ckpt.restore(setup.state, step)
   ckpt.close()
-  eval_step = train_state.make_eval_step(setup.graphdef, mesh)
+  eval_step = train_state.make_eval_step(setup.graphdef, mesh, dtype=config.model.dtype)
   split = split or config.data.eval_split
   result = evaluate_split(
     eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops

@@ -102,14 +102,17 @@ def make_train_step(
   schedule: optax.Schedule,
   mesh,
   *,
+  dtype: str = 'float32',
   label_smoothing: float = 0.0,
   skip_nonfinite: bool = False,
 ):
   """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
 
-  metrics['nonfinite'] is 1 where the loss or the gradient is NaN or infinite;
-  with `skip_nonfinite` such a step then keeps the previous parameters, BN
-  statistics and optimizer state (its batch is still consumed: the step counts).
+  `dtype` is the model's compute dtype; it picks the compiler options on CPU
+  (resnet_jax/compiler.py). metrics['nonfinite'] is 1 where the loss or the
+  gradient is NaN or infinite; with `skip_nonfinite` such a step then keeps the
+  previous parameters, BN statistics and optimizer state (its batch is still
+  consumed: the step counts).
   """
 
   def train_step(state: TrainState, batch):
@@ -145,11 +148,11 @@ def make_train_step(
     in_shardings=(replicated, parallel.batch_sharding(mesh)),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
-    compiler_options=compiler.step_options(mesh),
+    compiler_options=compiler.step_options(mesh, dtype),
   )
 
 
-def make_eval_step(graphdef: nnx.GraphDef, mesh):
+def make_eval_step(graphdef: nnx.GraphDef, mesh, *, dtype: str = 'float32'):
   """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
 
   10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
@@ -172,5 +175,5 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh):
   return jax.jit(
     eval_step,
     out_shardings=parallel.replicated_sharding(mesh),
-    compiler_options=compiler.step_options(mesh),
+    compiler_options=compiler.step_options(mesh, dtype),
   )

@@ -102,10 +102,11 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     setup_.tx,
     setup_.schedule,
     mesh,
+    dtype=config.model.dtype,
     label_smoothing=config.optim.label_smoothing,
     skip_nonfinite=config.train.on_nonfinite == 'skip',
   )
-  eval_step = train_state.make_eval_step(setup_.graphdef, mesh)
+  eval_step = train_state.make_eval_step(setup_.graphdef, mesh, dtype=config.model.dtype)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(

@@ -39,18 +39,24 @@ def _assert_close(got, want, rtol):
     np.testing.assert_allclose(got_leaf, want_leaf, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize('network', sorted(NETWORKS))
-def test_cpu_options_compute_what_the_default_compilation_does(model_config, network):
+@pytest.mark.parametrize(
+  'network, options_of',
+  [
+    ('cifar-resnet20-scan', 'float32'),
+    ('cifar-resnet20-scan', 'bfloat16'),  # its fusions, checked here in float32
+    ('imagenet-resnet50-narrow', 'float32'),
+  ],
+)
+def test_cpu_options_compute_what_the_default_compilation_does(model_config, network, options_of):
   model_config.update(NETWORKS[network])
   model_config.bn_group_size = 0
   for train in (True, False):
     (want_values, want_grads), default_hlo = _compiled_outputs(model_config, None, train)
     (got_values, got_grads), optimized_hlo = _compiled_outputs(
-      model_config, compiler.CPU_OPTIONS, train
+      model_config, compiler.CPU_OPTIONS[options_of], train
     )
-    # The options take effect (a renamed or ignored flag would compile the default
-    # program, which already hands some reductions to YNNPACK).
-    assert optimized_hlo.count('__ynn_fusion') > default_hlo.count('__ynn_fusion')
+    # The options take effect: an ignored or renamed flag compiles the default program.
+    assert optimized_hlo != default_hlo
     _assert_close(got_values, want_values, rtol=1e-4)
     if not train:
       # Training-mode gradients of the last stages are dominated by rounding in any
@@ -59,9 +65,11 @@ def test_cpu_options_compute_what_the_default_compilation_does(model_config, net
       _assert_close(got_grads, want_grads, rtol=1e-4)
 
 
-def test_step_options_are_the_cpu_options_unless_xla_flags_name_them(monkeypatch):
+def test_step_options_are_the_dtype_s_cpu_options_unless_xla_flags_name_them(monkeypatch):
   mesh = parallel.create_mesh()
   monkeypatch.delenv('XLA_FLAGS', raising=False)
-  assert compiler.step_options(mesh) == compiler.CPU_OPTIONS
+  assert compiler.step_options(mesh) == compiler.CPU_OPTIONS['float32']
+  assert compiler.step_options(mesh, 'bfloat16') == compiler.CPU_OPTIONS['bfloat16']
+  assert 'ELTWISE' not in compiler.CPU_OPTIONS['bfloat16'][compiler.YNN_FUSION_FLAG]
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
-  assert compiler.step_options(mesh) == {}
+  assert compiler.step_options(mesh, 'bfloat16') == {}
