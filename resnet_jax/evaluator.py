@@ -112,7 +112,7 @@ def evaluate(
   step = step if step is not None else path_step
   mesh = parallel.create_mesh()
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
-  state, _ = ckpt.restore(setup.state, step)
+  state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model, step)
   ckpt.close()
   eval_step = make_eval_step(setup.graphdef, mesh)
   split = split or config.data.eval_split

@@ -21,7 +21,7 @@ from flax import nnx, struct
 
 from resnet_jax import checkpoint, compiler, data, evaluator, metrics, optim, parallel, preemption
 from resnet_jax.cli import ConfigError, RunError
-from resnet_jax.models import create_model
+from resnet_jax.models import create_model, layout
 from resnet_jax.pretrained import finetune
 
 
@@ -99,6 +99,17 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
   return Setup(
     graphdef, parallel.replicate(state, mesh), tx, schedule, info, steps_per_epoch, total_steps
   )
+
+
+def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
+  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState.
+
+  Checkpoints hold one entry per unit (`layout.to_per_unit`), whatever `model.scan`
+  was, so runs resume and evaluate with it on or off.
+  """
+  restored, meta = ckpt.restore(layout.to_per_unit(state), step)
+  restored = layout.to_stacked(restored, model_config)
+  return jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, state), meta
 
 
 def make_train_step(
@@ -189,7 +200,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = setup_.state
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
+    state, _ = restore_checkpoint(ckpt, state, config.model)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   start, total = int(state.step), setup_.total_steps
 
@@ -247,7 +258,9 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
         f'({eval_result["num_examples"]} examples)'
       )
     if saved:
-      ckpt.save(step, state, metrics=eval_result if evaluated else None, force=stop)
+      ckpt.save(
+        step, layout.to_per_unit(state), metrics=eval_result if evaluated else None, force=stop
+      )
     if evaluated:
       progress.mark(step)  # Throughput counts training only, not the eval.
     if stop:
