@@ -84,7 +84,7 @@ def evaluate(
   step = step if step is not None else path_step
   mesh = parallel.create_mesh()
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
-  state, _ = ckpt.restore(setup.state, step)
+  state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model, step)
   ckpt.close()
   eval_step = train_state.make_eval_step(setup.graphdef, mesh, dtype=config.model.dtype)
   split = split or config.data.eval_split

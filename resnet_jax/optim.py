@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from resnet_jax.cli import ConfigError
+from resnet_jax.models import layout
 
 OPTIMIZERS = ('sgd', 'lars')
 SCHEDULES = ('piecewise', 'cosine', 'constant')
@@ -79,9 +80,28 @@ def create_learning_rate_schedule(
   return lambda step: jnp.where(step < warmup, warm(step), main(step))
 
 
-def _is_matrix(params):
-  """Mask: True for kernels, False for BN scales/offsets and biases (1-D)."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+def _is_kernel(params):
+  """Mask: True for kernels (convolutions, classifier), False for BN scales/offsets and biases.
+
+  By name, not by rank: a scanned stage stores its units' BN scales stacked, so 2-D."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params
+  )
+
+
+def _scale_by_trust_ratio_per_unit(trust_coefficient: float) -> optax.GradientTransformation:
+  """optax.scale_by_trust_ratio, one ratio per unit also where a scanned stage stacks its
+  units' kernels (`layout.in_stacked_stage`): the ratios of the unrolled network."""
+  per_array = optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient)
+  scale = lambda update, param: per_array.update(update, optax.EmptyState(), param)[0]
+
+  def scale_leaf(path, update, param):
+    return jax.vmap(scale)(update, param) if layout.in_stacked_stage(path) else scale(update, param)
+
+  def update_fn(updates, state, params):
+    return jax.tree_util.tree_map_with_path(scale_leaf, updates, params), state
+
+  return optax.GradientTransformation(per_array.init, update_fn)
 
 
 def create_optimizer(
@@ -91,7 +111,7 @@ def create_optimizer(
 
   sgd: [clip by global norm] -> L2 weight decay -> SGD with (Nesterov) momentum.
   lars: [clip] -> LARS (You et al. 2017); the trust ratio never applies to
-  1-D parameters (BN, biases), the usual choice.
+  BN parameters or biases, the usual choice, and is one per unit in scanned stages too.
   `optim.grad_clip_norm` > 0 clips the gradient's global norm first.
   `optim.backbone_lr_scale` != 1 scales the updates of everything but the classifier
   (fine-tuning); 0 freezes it.
@@ -101,7 +121,7 @@ def create_optimizer(
   schedule = create_learning_rate_schedule(
     config, batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps
   )
-  decay_mask = True if config.decay_bn_and_bias else _is_matrix
+  decay_mask = True if config.decay_bn_and_bias else _is_kernel
   parts = []
   clip = config.grad_clip_norm
   if clip > 0:
@@ -111,16 +131,13 @@ def create_optimizer(
     if config.weight_decay:
       update.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
     update.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
-  else:
+  else:  # optax.lars, with the trust ratio of each unit of a scanned stage its own
     update.append(
-      optax.lars(
-        schedule,
-        weight_decay=config.weight_decay,
-        weight_decay_mask=decay_mask,
-        trust_coefficient=config.lars_trust_coefficient,
-        trust_ratio_mask=_is_matrix,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
+      optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        optax.masked(_scale_by_trust_ratio_per_unit(config.lars_trust_coefficient), _is_kernel),
+        optax.scale_by_learning_rate(schedule),
+        optax.trace(decay=config.momentum, nesterov=config.nesterov),
       )
     )
   if config.backbone_lr_scale != 1:  # (a flat chain otherwise: checkpoints keep their layout)

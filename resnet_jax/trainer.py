@@ -16,6 +16,7 @@ from flax import nnx
 
 from resnet_jax import checkpoint, data, evaluator, metrics, parallel, preemption, train_state
 from resnet_jax.cli import ConfigError, RunError, as_config_error
+from resnet_jax.models import layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,17 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
   )
 
 
+def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
+  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState.
+
+  Checkpoints hold one entry per unit (`layout.to_per_unit`), whatever `model.scan`
+  was, so runs resume and evaluate with it on or off.
+  """
+  restored, meta = ckpt.restore(layout.to_per_unit(state), step)
+  restored = layout.to_stacked(restored, model_config)
+  return jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, state), meta
+
+
 ON_NONFINITE = ('stop', 'skip')
 
 
@@ -93,7 +105,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = setup_.state
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
+    state, _ = restore_checkpoint(ckpt, state, config.model)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   start, total = int(state.step), setup_.total_steps
 
@@ -152,7 +164,9 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
         f'({eval_result["num_examples"]} examples)'
       )
     if saved:
-      ckpt.save(step, state, metrics=eval_result if evaluated else None, force=stop)
+      ckpt.save(
+        step, layout.to_per_unit(state), metrics=eval_result if evaluated else None, force=stop
+      )
     if evaluated:
       progress.mark(step)  # Throughput counts training only, not the eval.
     if stop:

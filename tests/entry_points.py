@@ -71,11 +71,12 @@ def start(script: str, *args, env: dict | None = None) -> subprocess.Popen:
 
 
 def restore_state(workdir, config=None):
-  """The newest checkpoint of the run in `workdir` (its own config.json by default)."""
+  """The newest checkpoint of the run in `workdir` (its own config.json by default), in the
+  layout of `config`'s model (stacked stages with model.scan)."""
   config = config or checkpoint.load_config(workdir)
   setup = trainer.setup(config, parallel.create_mesh())
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / 'checkpoints', read_only=True)
-  state, _ = ckpt.restore(setup.state)
+  state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model)
   ckpt.close()
   return state
 

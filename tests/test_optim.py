@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from configs import default
 from resnet_jax import optim
 from resnet_jax.cli import ConfigError
+from resnet_jax.models import layout
 
 
 def _optim(**overrides):
@@ -123,6 +125,35 @@ def test_lars_scales_kernels_by_trust_ratio_only():
   # Kernel: trust ratio 0.001 * |w| / |g| = 0.0005, so the step is lr * 0.0005 * g.
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.0005 * 2.0, rtol=1e-5)
   np.testing.assert_allclose(updates['bn']['scale'], -0.1 * 2.0, rtol=1e-5)
+
+
+def _stage_params(per_unit: bool):
+  """A stage of three units, one entry per unit or units 1-2 stacked as a scanned stage."""
+  units = {
+    i: {
+      'convs': {0: {'kernel': jnp.full((1, 1, 2, 2), i + 1.0)}},
+      'norms': {0: {'scale': jnp.ones((2,))}},
+    }
+    for i in range(3)
+  }
+  tree = {'stages': {0: {'units': units}}}
+  return tree if per_unit else layout.to_stacked(tree, ml_collections.ConfigDict({'scan': True}))
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'lars'])
+def test_scanned_stages_are_updated_as_the_unrolled_units(optimizer):
+  """Stacked BN scales stay undecayed, and LARS takes one trust ratio per unit."""
+  config = _optim(optimizer=optimizer, weight_decay=1e-2, momentum=0.9, decay_bn_and_bias=False)
+  tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+  updates = []
+  for per_unit in (True, False):
+    params = _stage_params(per_unit)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    updates.append(layout.to_per_unit(tx.update(grads, tx.init(params), params)[0]))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), *updates)
+  units = updates[1]['stages'][0]['units']
+  assert not np.allclose(units[1]['convs'][0]['kernel'], units[2]['convs'][0]['kernel'])
+  np.testing.assert_allclose(units[2]['norms'][0]['scale'], units[0]['norms'][0]['scale'])
 
 
 @pytest.mark.parametrize('scale', [0.0, 0.25])

@@ -157,6 +157,21 @@ def test_wrong_shape_is_named(resnet18_file, tmp_path):
   assert expected in message
 
 
+def test_scanned_network_loads_and_exports_the_same_arrays(resnet18_file, tmp_path):
+  """A scanned stage stores units 1.. stacked; the file keeps one key per unit either way."""
+  scanned = pretrained.load('torchvision', 'resnet18', resnet18_file, scan=True)
+  kernel = nnx.to_pure_dict(nnx.state(scanned))['stages'][3]['repeated']['convs'][1]['kernel']
+  np.testing.assert_array_equal(
+    kernel[0],
+    layouts.to_ours('layer4.1.conv2.weight', files.read(resnet18_file)['layer4.1.conv2.weight']),
+  )
+  pretrained.export(scanned, tmp_path / 'scanned.safetensors')
+  exported, original = files.read(tmp_path / 'scanned.safetensors'), files.read(resnet18_file)
+  assert exported.keys() == original.keys()
+  for name, array in original.items():
+    np.testing.assert_array_equal(exported[name], array)
+
+
 def test_timm_deep_stem_is_refused(references):
   message = _load_error(references / 'timm_resnet50d.safetensors', source='timm', arch='resnet50')
   assert 'deep stem' in message and 'conv1.0.weight' in message

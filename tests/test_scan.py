@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from resnet_jax.models import create_model
+from resnet_jax.models import create_model, layout
 
 
 def _split(model_config, **fields):
@@ -54,11 +54,16 @@ def test_scan_and_remat_compute_the_unrolled_network(model_config, network, exec
   reference_config = model_config.copy_and_resolve_references()
   graphdef, params, batch_stats = _split(reference_config, **NETWORKS[network])
   other_graphdef, other_params, other_stats = _split(model_config, **NETWORKS[network], **execution)
-  # The same parameter tree and values: checkpoints load either way.
-  assert jax.tree.structure(params) == jax.tree.structure(other_params)
-  jax.tree.map(np.testing.assert_array_equal, params, other_params)
+  # Stored stacked under scan; the same values unit for unit: checkpoints load either way.
+  if execution.get('scan'):
+    assert other_params['stages'][2]['repeated']['convs'][0]['kernel'].shape[0] == 2
+  per_unit = layout.to_per_unit((other_params, other_stats))
+  assert jax.tree.structure(per_unit) == jax.tree.structure((params, batch_stats))
+  jax.tree.map(np.testing.assert_array_equal, per_unit, (params, batch_stats))
   want = _train_step_outputs(graphdef, params, batch_stats, x_nhwc)
-  got = _train_step_outputs(other_graphdef, params, batch_stats, x_nhwc)
+  got = _train_step_outputs(other_graphdef, other_params, other_stats, x_nhwc)
+  got = layout.to_per_unit(got)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
   for got_leaf, want_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-5, atol=1e-5)
   # BN statistics moved, and equally, for every unit (the scanned ones are written back).
@@ -71,21 +76,26 @@ def test_scanned_eval_mode_uses_running_statistics(model_config):
   unrolled_graphdef, _, _ = _split(model_config, scan=False)
   x_nhwc = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
   logits = []
-  for g in (graphdef, unrolled_graphdef):
-    model = nnx.merge(g, params, batch_stats)
+  for g, state in (
+    (graphdef, (params, batch_stats)),
+    (unrolled_graphdef, layout.to_per_unit((params, batch_stats))),
+  ):
+    model = nnx.merge(g, *state)
     model.eval()
     logits.append(model(x_nhwc))
   np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
 
 
 def test_scan_keeps_the_compiled_step_flat_in_depth(model_config):
-  """Under scan the compiled program holds one unit body per stage whatever the depth."""
+  """Under scan the compiled program holds one unit body per stage, and one array per
+  parameter of a stage's repeated units, whatever the depth."""
   x_nhwc = jnp.ones((2, 8, 8, 3))
 
-  def convolutions(depth):
+  def arrays_and_convolutions(depth):
     config = model_config.copy_and_resolve_references()
     graphdef, params, batch_stats = _split(config, depth=depth, scan=True)
     step = jax.jit(lambda p, s: _train_step_outputs(graphdef, p, s, x_nhwc))
-    return step.lower(params, batch_stats).as_text().count('convolution')
+    lowered = step.lower(params, batch_stats).as_text()
+    return len(jax.tree.leaves((params, batch_stats))), lowered.count('convolution')
 
-  assert convolutions(20) == convolutions(56)
+  assert arrays_and_convolutions(20) == arrays_and_convolutions(56)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from resnet_jax.models.summary import count_macs
+from resnet_jax.models import create_model
+from resnet_jax.models.summary import count_macs, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,3 +69,14 @@ def test_summary_command_rejects_an_impossible_depth_in_one_line():
     .startswith('error: config.model: a CIFAR network with basic units has depth 6n+2')
   )
   assert 'Traceback' not in result.stderr
+
+
+def test_scanned_stages_count_as_the_unrolled_ones(model_config):
+  """Stacked units: the same units, parameters and multiply-adds per row."""
+  rows = []
+  for scan in (False, True):
+    model_config.scan = scan
+    model = create_model(model_config, num_classes=10, rngs=nnx.Rngs(0))
+    rows.append(summarize(model, (32, 32, 3)))
+  assert rows[0] == rows[1]
+  assert [row.units for row in rows[1]] == [0, 3, 3, 3, 0]

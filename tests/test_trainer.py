@@ -13,6 +13,7 @@ import pytest
 from configs import default
 from resnet_jax import checkpoint, data, metrics, trainer
 from resnet_jax.cli import ConfigError, RunError
+from resnet_jax.models import layout
 from tests.entry_points import assert_same_state, environment, restore_state, run
 
 
@@ -70,6 +71,25 @@ def test_finished_run_is_not_retrained(runs):
   again = trainer.train_and_evaluate(tiny_config(10), a)
   assert again['loss'] == pytest.approx(runs[3]['loss'], rel=1e-4)
   assert [r['step'] for r in metrics.read_metrics(a, 'train')][-1] == 10
+
+
+@pytest.mark.parametrize('scan', [False, True])
+def test_a_run_resumes_with_scan_switched(tmp_path, scan):
+  """Checkpoints hold one entry per unit: a run saved unrolled resumes scanned, and back."""
+  config = tiny_config(2)
+  config.model.depth, config.model.scan = 20, scan  # 3 units per stage: 2 stacked under scan
+  trainer.train_and_evaluate(config, tmp_path)
+  saved = restore_state(tmp_path)
+  switched = config.copy_and_resolve_references()
+  switched.model.scan = not scan
+  restored = restore_state(tmp_path, switched)
+  stacked, per_unit = (saved, restored) if scan else (restored, saved)
+  opt_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(stacked)]
+  assert any(p.startswith('.opt_state') and "'repeated'" in p for p in opt_paths)
+  assert_same_state(layout.to_per_unit(stacked), per_unit)
+  switched.train.num_steps = 3
+  trainer.train_and_evaluate(switched, tmp_path)
+  assert int(restore_state(tmp_path).step) == 3
 
 
 def test_changed_model_is_refused(runs):

@@ -31,6 +31,7 @@ from flax import nnx
 
 from resnet_jax import cli, metrics
 from resnet_jax.analysis import grid
+from resnet_jax.models import layout
 
 _CONFIG = cli.define_config_flag()
 _GRID = flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: networks at initialization.')
@@ -137,7 +138,8 @@ def _restore(workdir):
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / 'checkpoints', read_only=True)
   if ckpt.latest_step() is None:
     raise cli.ConfigError(f'--workdir={workdir}: no checkpoint yet')
-  state, _ = ckpt.restore(setup.state)
+  # One entry per unit, as checkpoints hold it and as `measure`'s unrolled network takes it.
+  state, _ = ckpt.restore(layout.to_per_unit(setup.state))
   ckpt.close()
   return config, state
 

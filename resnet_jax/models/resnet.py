@@ -198,13 +198,14 @@ class Stem(nnx.Module):
 class Stage(nnx.Module):
   """Units at one resolution; the first may downsample and widen.
 
-  With `scan`, the units after the first (all of one shape) run as one
-  `lax.scan` over their parameters stacked on the fly: the step compiles one
-  unit body instead of one per unit, and XLA cannot fuse across units (on CPU
-  it otherwise recomputes whole chains of post-activation unit outputs inside
-  backward fusions). The parameters stay one entry per unit, so checkpoints
-  load either way; the per-unit stacking and optimizer updates still make
-  compile time grow with depth (README, compile time). With
+  With `scan`, the units after the first (all of one shape) are stored as one
+  `repeated` unit whose parameters and BN statistics are stacked on a leading
+  axis (built unit by unit, so they hold the unrolled network's draws), and
+  run as one `lax.scan` over that state: the step compiles one unit body, and
+  holds one array per parameter, whatever the depth. XLA also cannot fuse
+  across units (on CPU it otherwise recomputes whole chains of
+  post-activation unit outputs inside backward fusions). Checkpoints and
+  pretrained weights keep one entry per unit (`layout` converts). With
   `remat`, each unit keeps only its input for the backward pass.
   """
 
@@ -222,26 +223,26 @@ class Stage(nnx.Module):
   ):
     self.scan = scan
     self.remat = remat
-    self.units = nnx.List(
-      [
-        ResidualUnit(
-          in_channels if i == 0 else out_channels,
-          out_channels,
-          stride if i == 0 else 1,
-          options,
-          rngs=rngs,
-        )
-        for i in range(num_units)
-      ]
-    )
+    self.num_units = num_units
+    units = [
+      ResidualUnit(
+        in_channels if i == 0 else out_channels,
+        out_channels,
+        stride if i == 0 else 1,
+        options,
+        rngs=rngs,
+      )
+      for i in range(num_units)
+    ]
+    stacked = scan and num_units > 1
+    self.units = nnx.List(units[:1] if stacked else units)
+    self.repeated = _stacked(units[1:]) if stacked else None
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
-    first, repeated = self.units[0], list(self.units[1:])
-    x_nhwc = self._apply(first, x_nhwc)
-    if self.scan and len(repeated) > 1:
-      return self._scan(repeated, x_nhwc)
-    for unit in repeated:
+    for unit in self.units:
       x_nhwc = self._apply(unit, x_nhwc)
+    if self.repeated is not None:
+      x_nhwc = self._scan(x_nhwc)
     return x_nhwc
 
   def _unit_fn(self, graphdef: nnx.GraphDef):
@@ -261,13 +262,17 @@ class Stage(nnx.Module):
     nnx.update(unit, batch_stats)
     return y
 
-  def _scan(self, units: list[ResidualUnit], x_nhwc: jax.Array) -> jax.Array:
-    graphdef = nnx.graphdef(units[0])
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(u) for u in units))
+  def _scan(self, x_nhwc: jax.Array) -> jax.Array:
+    graphdef, stacked = nnx.split(self.repeated)
     y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, stacked)
-    for i, unit in enumerate(units):
-      nnx.update(unit, jax.tree.map(lambda leaf, i=i: leaf[i], batch_stats))
+    nnx.update(self.repeated, batch_stats)
     return y
+
+
+def _stacked(units: list[ResidualUnit]) -> ResidualUnit:
+  """One unit whose state is `units`' states (all of one shape) stacked on a leading axis."""
+  states = [nnx.state(unit) for unit in units]
+  return nnx.merge(nnx.graphdef(units[0]), jax.tree.map(lambda *leaves: jnp.stack(leaves), *states))
 
 
 class ResNet(nnx.Module):

@@ -88,7 +88,7 @@ def summarize(model: ResNet, image_shape_hwc: tuple[int, int, int]) -> list[Laye
   # (row name, units, the modules whose parameters it counts, how it runs)
   parts = [('stem', 0, [model.stem], lambda net, x: net.stem(x.astype(net.spec.unit.dtype)))]
   parts += [
-    (f'stage{i + 1}', len(stage.units), [stage], lambda net, x, i=i: net.stages[i](x))
+    (f'stage{i + 1}', stage.num_units, [stage], lambda net, x, i=i: net.stages[i](x))
     for i, stage in enumerate(model.stages)
   ]
   parts += [('head', 0, [model.final_norm, model.head], lambda net, x: net.logits(x))]

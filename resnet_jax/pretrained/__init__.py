@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from resnet_jax.models import ResNet, create_model
+from resnet_jax.models import ResNet, create_model, layout
 from resnet_jax.pretrained import files, layouts
 from resnet_jax.pretrained.layouts import ARCHS, SOURCES
 
@@ -45,9 +45,9 @@ def load(source: str, arch: str, path, **model_overrides) -> ResNet:
 
 
 def _state(model: ResNet) -> tuple[nnx.State, dict[tuple, object]]:
-  """The parameters and BN statistics, and the same as {path: array}."""
+  """The parameters and BN statistics, and the same as {path: array}, one path per unit."""
   state = nnx.state(model, (nnx.Param, nnx.BatchStat))
-  return state, traverse_util.flatten_dict(nnx.to_pure_dict(state))
+  return state, traverse_util.flatten_dict(layout.to_per_unit(nnx.to_pure_dict(state)))
 
 
 def assign(model: ResNet, arrays: dict, *, source: str, path, head: bool = True) -> None:
@@ -73,7 +73,8 @@ def assign(model: ResNet, arrays: dict, *, source: str, path, head: bool = True)
         f'{tuple(wanted)} ({"/".join(map(str, p))}){hint}'
       )
     flat[p] = jnp.asarray(value, jnp.float32)
-  nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(flat))
+  arrays_as_stored = layout.to_stacked(traverse_util.unflatten_dict(flat), model.spec)
+  nnx.replace_by_pure_dict(state, arrays_as_stored)
   nnx.update(model, state)
 
 
