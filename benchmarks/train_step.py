@@ -92,7 +92,7 @@ def lower_step(config, mode: str, mesh):
     )
     args = (start.state, batch)
   else:
-    step = train_state.make_eval_step(start.graphdef, mesh, dtype=config.model.dtype)
+    step = train_state.make_eval_step(start.graphdef, mesh)
     args = (start.state.params, start.state.batch_stats, batch)
   return start, step.lower(*args), args
 

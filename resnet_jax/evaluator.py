@@ -86,7 +86,7 @@ def evaluate(
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model, step)
   ckpt.close()
-  eval_step = train_state.make_eval_step(setup.graphdef, mesh, dtype=config.model.dtype)
+  eval_step = train_state.make_eval_step(setup.graphdef, mesh)
   split = split or config.data.eval_split
   result = evaluate_split(
     eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops

@@ -148,11 +148,11 @@ def make_train_step(
     in_shardings=(replicated, parallel.batch_sharding(mesh)),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
-    compiler_options=compiler.step_options(mesh, dtype),
+    compiler_options=compiler.step_options(mesh, 'train', dtype),
   )
 
 
-def make_eval_step(graphdef: nnx.GraphDef, mesh, *, dtype: str = 'float32'):
+def make_eval_step(graphdef: nnx.GraphDef, mesh):
   """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
 
   10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
@@ -175,5 +175,5 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh, *, dtype: str = 'float32'):
   return jax.jit(
     eval_step,
     out_shardings=parallel.replicated_sharding(mesh),
-    compiler_options=compiler.step_options(mesh, dtype),
+    compiler_options=compiler.step_options(mesh, 'eval'),
   )

@@ -118,7 +118,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     label_smoothing=config.optim.label_smoothing,
     skip_nonfinite=config.train.on_nonfinite == 'skip',
   )
-  eval_step = train_state.make_eval_step(setup_.graphdef, mesh, dtype=config.model.dtype)
+  eval_step = train_state.make_eval_step(setup_.graphdef, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(

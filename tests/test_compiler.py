@@ -52,9 +52,8 @@ def test_cpu_options_compute_what_the_default_compilation_does(model_config, net
   model_config.bn_group_size = 0
   for train in (True, False):
     (want_values, want_grads), default_hlo = _compiled_outputs(model_config, None, train)
-    (got_values, got_grads), optimized_hlo = _compiled_outputs(
-      model_config, compiler.CPU_OPTIONS[options_of], train
-    )
+    options = compiler.step_options(parallel.create_mesh(), 'train', options_of)
+    (got_values, got_grads), optimized_hlo = _compiled_outputs(model_config, options, train)
     # The options take effect: an ignored or renamed flag compiles the default program.
     assert optimized_hlo != default_hlo
     _assert_close(got_values, want_values, rtol=1e-4)
@@ -65,11 +64,14 @@ def test_cpu_options_compute_what_the_default_compilation_does(model_config, net
       _assert_close(got_grads, want_grads, rtol=1e-4)
 
 
-def test_step_options_are_the_dtype_s_cpu_options_unless_xla_flags_name_them(monkeypatch):
+def test_step_options_by_step_and_dtype_unless_xla_flags_name_them(monkeypatch):
   mesh = parallel.create_mesh()
   monkeypatch.delenv('XLA_FLAGS', raising=False)
-  assert compiler.step_options(mesh) == compiler.CPU_OPTIONS['float32']
-  assert compiler.step_options(mesh, 'bfloat16') == compiler.CPU_OPTIONS['bfloat16']
-  assert 'ELTWISE' not in compiler.CPU_OPTIONS['bfloat16'][compiler.YNN_FUSION_FLAG]
+  fusions = lambda *args: compiler.step_options(mesh, *args)[compiler.YNN_FUSION_FLAG]
+  assert fusions('train') == ','.join(
+    f'LIBRARY_FUSION_TYPE_{kind}' for kind in ('DOT', 'ELTWISE', 'REDUCE')
+  )
+  assert 'ELTWISE' not in fusions('train', 'bfloat16') and 'DOT' in fusions('train', 'bfloat16')
+  assert fusions('eval') == ''  # YNNPACK off: XLA's default hands it some reductions
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
-  assert compiler.step_options(mesh, 'bfloat16') == {}
+  assert compiler.step_options(mesh, 'train') == {}
