@@ -43,8 +43,8 @@ def _assert_close(got, want, rtol):
   'network, options_of',
   [
     ('cifar-resnet20-scan', 'float32'),
-    ('cifar-resnet20-scan', 'bfloat16'),  # its fusions, checked here in float32
-    ('imagenet-resnet50-narrow', 'float32'),
+    pytest.param('cifar-resnet20-scan', 'bfloat16', marks=pytest.mark.slow),  # checked in float32
+    pytest.param('imagenet-resnet50-narrow', 'float32', marks=pytest.mark.slow),
   ],
 )
 def test_cpu_options_compute_what_the_default_compilation_does(model_config, network, options_of):
