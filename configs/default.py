@@ -14,13 +14,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # every random stream (init, data order, augmentation) derives from it
 
   config.model = model = ml_collections.ConfigDict()
-  model.depth = 20  # as the papers count it: 18..200 (ImageNet), 6n+2 or 9n+2 (CIFAR)
-  model.block = 'auto'  # auto | basic | bottleneck (auto: bottleneck for ImageNet depth >= 50)
+  model.depth = 20  # as the papers count it: 18..200 (ImageNet), 6n+2, 9n+2 or 3n+2 (CIFAR)
+  # auto (bottleneck for ImageNet depth >= 50) | basic | bottleneck | one_layer (CIFAR 3n+2)
+  model.block = 'auto'
   model.stem = 'cifar'  # imagenet (7x7/2 conv + 3x3/2 max-pool) | cifar (3x3 conv)
   model.shortcut = 'A'  # A zero-pad | B project on change | C always | D avg-pool+project | none
   model.variant = 'v1'  # v1 (stride in first 1x1) | v1.5 (stride in 3x3) | preact (BN-ReLU-conv)
   # ... or Identity Mappings Table 2's units: bn_after_add | relu_before_add | relu_preact
-  model.gate = 'off'  # shortcut h, branch F: off (h+F) | constant | exclusive | shortcut_only
+  # how shortcut h and branch F combine: off (h+F) | constant | exclusive | shortcut_only | dropout
+  model.gate = 'off'
   model.gate_bias = 0.0  # initial bias b of the gates g = sigmoid(1x1 conv(x) + b)
   model.width = 16  # filters of the first stage (64 ImageNet, 16 CIFAR)
   model.zero_init_residual = False  # last BN scale of each residual branch starts at 0

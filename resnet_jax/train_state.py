@@ -116,9 +116,11 @@ def make_train_step(
   """
 
   def train_step(state: TrainState, batch):
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
     def loss_fn(params):
       model = nnx.merge(graphdef, params, state.batch_stats)
-      logits = model(batch['image'])
+      logits = model(batch['image'], key=step_key)
       loss = jnp.mean(metrics.cross_entropy(logits, batch['label'], label_smoothing))
       return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 

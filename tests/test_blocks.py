@@ -212,3 +212,33 @@ def test_table2_units_match_their_definition(variant):
 def test_table2_bottlenecks_stride_the_first_1x1_like_v1(variant):
   layout = branch_layout('bottleneck', variant, 256, 512, 2)
   assert [s for _, _, _, s in layout] == [2, 1, 1]
+
+
+def test_dropout_shortcut_keeps_half_of_h_in_training_and_scales_it_by_half_in_eval():
+  options = _options(shortcut='A', variant='relu_before_add', gate='dropout')
+  unit = ResidualUnit(16, 16, 1, options, rngs=nnx.Rngs(0))
+  assert count_params(unit) == count_params(ResidualUnit(16, 16, 1, _options(), rngs=nnx.Rngs(0)))
+  x = _x((8, 8, 8, 16))
+  (c1, c2), (n1, n2) = unit.convs, unit.norms
+  branch = jax.nn.relu(n2(c2(jax.nn.relu(n1(c1(x))))))  # no ReLU after the addition
+  key = jax.random.key(3)
+  kept = np.asarray(unit(x, key) - branch)
+  np.testing.assert_array_equal(unit(x, key), unit(x, key))  # the key decides the mask
+  assert not np.allclose(unit(x, jax.random.key(4)), unit(x, key))
+  on, off = np.isclose(kept, np.asarray(x), atol=1e-5), np.abs(kept) < 1e-5
+  assert np.all(on | off)  # each element of h is kept whole or dropped
+  assert 0.45 < on[np.abs(np.asarray(x)) > 1e-3].mean() < 0.55  # of ~8,000 elements
+  with pytest.raises(ValueError, match='key='):
+    unit(x)
+  unit.eval()
+  np.testing.assert_allclose(unit(x), 0.5 * x + n2(c2(jax.nn.relu(n1(c1(x))))).clip(0), atol=1e-5)
+
+
+@pytest.mark.parametrize('variant', ['v1', 'preact'])
+def test_one_layer_units_have_a_single_3x3_convolution(variant):
+  assert branch_layout('one_layer', variant, 16, 32, 2) == [(16, 32, 3, 2)]
+  unit = ResidualUnit(16, 16, 1, _options(block='one_layer', variant=variant), rngs=nnx.Rngs(0))
+  (conv,), (norm,) = unit.convs, unit.norms
+  x = _x()
+  expected = jax.nn.relu(norm(conv(x)) + x) if variant == 'v1' else conv(jax.nn.relu(norm(x))) + x
+  np.testing.assert_allclose(unit(x), expected, rtol=1e-5, atol=1e-5)

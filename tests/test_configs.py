@@ -93,6 +93,8 @@ def test_imagenet_large_batch_option_warms_up_then_cosine():
     ('relu_preact', 'basic', 18, dict(variant='relu_preact')),
     ('preact,164', 'bottleneck', 18, dict(variant='preact', shortcut='B')),
     ('bn_after_add,1001', 'bottleneck', 111, dict(variant='bn_after_add', shortcut='B')),
+    ('dropout', 'basic', 18, dict(gate='dropout', shortcut='A')),
+    ('preact,one_layer', 'one_layer', 36, dict(variant='preact', depth=110)),
   ],
 )
 def test_identity_mappings_configs(arg, block, units, fields):
@@ -104,4 +106,4 @@ def test_identity_mappings_configs(arg, block, units, fields):
   assert {k: config.model[k] for k in fields} == fields
   assert config.optim.warmup_steps == 400 and config.train.num_steps == 64_000
   with pytest.raises(ValueError, match='VARIANT'):
-    identity_mappings_cifar10.get_config('dropout')
+    identity_mappings_cifar10.get_config('dropout_shortcut')

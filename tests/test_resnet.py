@@ -131,6 +131,15 @@ def test_preact_bottleneck_networks_of_identity_mappings(model_config, depth, pa
   assert rows[-1].output_shape == (10,)
 
 
+def test_one_layer_resnet_110_of_identity_mappings_table_3(model_config):
+  model, rows = _rows(model_config, (32, 32, 3), 10, depth=110, block='one_layer')
+  assert model.spec.units_per_stage == (36, 36, 36)  # 3n + 2 = 110
+  assert round(count_params(model) / 1e6, 1) == 1.7  # Table 3
+  assert rows[-1].output_shape == (10,)
+  with pytest.raises(ValueError, match=r'depth 23 is a one_layer-unit depth: set model.block='):
+    _model(model_config, depth=23, block='basic')
+
+
 def _projection_params(channels_pairs) -> int:
   return sum(c_in * c_out + 2 * c_out for c_in, c_out in channels_pairs)  # 1x1 conv + BN
 

@@ -6,6 +6,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from resnet_jax import parallel, train_state, trainer
 from tests.entry_points import assert_same_state, run
@@ -48,6 +49,27 @@ def test_skipped_step_keeps_the_state_and_counts():
   state, step_metrics = step(start.state, parallel.shard_batch(batch, mesh))
   assert float(step_metrics['nonfinite']) == 1 and int(state.step) == 1
   assert_same_state(state.replace(step=before.step), before)
+
+
+@pytest.mark.parametrize('gate, masks_change', [('dropout', True), ('off', False)])
+def test_each_step_draws_its_own_dropout_masks(gate, masks_change):
+  """The step key is the run's key folded with the step: the same state and batch at
+  another step give another loss under the dropout shortcut, the same loss without it."""
+  mesh = parallel.create_mesh()
+  config = tiny_config(2)
+  config.model.gate = gate
+  start = _initialize(config, mesh)
+  step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh)
+  batch = parallel.shard_batch(
+    {'image': np.ones((32, 8, 8, 3), np.float32), 'label': np.zeros(32, np.int32)}, mesh
+  )
+  losses = []
+  for step_number in (0, 1, 0):
+    state = jax.device_get(start.state)  # the step donates its input
+    state = parallel.replicate(state.replace(step=np.int32(step_number)), mesh)
+    losses.append(float(step(state, batch)[1]['loss']))
+  assert losses[0] == losses[2] and np.isfinite(losses[0])
+  assert (losses[0] != losses[1]) == masks_change
 
 
 def test_module_does_not_import_tensorflow():

@@ -55,7 +55,8 @@ def gradient_norms(model, images, labels) -> list[tuple[str, float]]:
   @nnx.jit  # One compilation, not one per operation.
   def norms(model):
     def loss_fn(model):
-      return jnp.mean(metrics.cross_entropy(model(images), labels))
+      # a fixed key: one mask for a network with a dropout shortcut (ignored otherwise)
+      return jnp.mean(metrics.cross_entropy(model(images, key=jax.random.key(0)), labels))
 
     grads = nnx.grad(loss_fn)(model)
     as_model = nnx.merge(nnx.graphdef(model), grads, nnx.state(model, nnx.Not(nnx.Param)))
@@ -71,7 +72,7 @@ def response_stds(model, images) -> list[tuple[str, float]]:
 
   @nnx.jit
   def stds(model):
-    _, sown = nnx.capture(model, nnx.Intermediate)(images)
+    _, sown = nnx.capture(model, nnx.Intermediate)(images, key=jax.random.key(0))
     return jax.tree.map(lambda y: jnp.std(y.astype(jnp.float32)), sown)
 
   units = [unit for stage in model.stages for unit in stage.units]

@@ -13,10 +13,13 @@ and `none` drops the shortcut to give the plain network of the same depth.
 Identity Mappings' ablations are options too. Table 1 (what multiplies the shortcut
 h and the branch F in y = h + F), as `gate`: `constant` (0.5 h + 0.5 F),
 `exclusive` ((1 - g) h + g F) and `shortcut_only` ((1 - g) h + F), with
-g = sigmoid(1x1 conv(x) + b) and b starting at `gate_bias`; the 1x1-conv shortcut is
-option C. Table 2 (where BN and ReLU sit), as `variant`: `bn_after_add`
+g = sigmoid(1x1 conv(x) + b) and b starting at `gate_bias`, and `dropout` (m h + F,
+m a Bernoulli(0.5) mask per element in training, 0.5 in evaluation); the 1x1-conv
+shortcut is option C. Table 2 (where BN and ReLU sit), as `variant`: `bn_after_add`
 (relu(BN(conv-BN-ReLU-conv + h))), `relu_before_add` (relu(BN(...)) + h),
 `relu_preact` (ReLU-conv-BN-ReLU-conv-BN + h) and `preact` (full pre-activation).
+Table 3's one-layer units (a single 3x3 convolution in the branch) are the block
+`one_layer`.
 """
 
 import dataclasses
@@ -28,10 +31,13 @@ from flax import nnx
 from resnet_jax.models.conv import conv, he_normal
 from resnet_jax.models.norm import GroupBatchNorm
 
-BLOCKS = ('basic', 'bottleneck')
+BLOCKS = ('basic', 'bottleneck', 'one_layer')
 SHORTCUTS = ('A', 'B', 'C', 'D', 'none')
 VARIANTS = ('v1', 'v1.5', 'preact', 'bn_after_add', 'relu_before_add', 'relu_preact')
-GATES = ('off', 'constant', 'exclusive', 'shortcut_only')
+GATES = ('off', 'constant', 'exclusive', 'shortcut_only', 'dropout')
+# The dropout shortcut keeps each element of h with this probability in training and
+# scales h by it in evaluation: "a scale of lambda with an expectation of 0.5" (Table 1).
+DROPOUT_SHORTCUT_KEEP = 0.5
 # Variants whose unit ends with a ReLU after the addition (f = ReLU in the paper's terms).
 RELU_AFTER_ADD = ('v1', 'v1.5', 'bn_after_add')
 BOTTLENECK_EXPANSION = 4
@@ -110,14 +116,16 @@ class ProjectionShortcut(nnx.Module):
 
 class ShortcutGate(nnx.Module):
   """Combines the shortcut h and the branch F of a unit other than by h + F (He et al.
-  2016, Table 1): constant scaling, exclusive or shortcut-only gating. The gate
-  g = sigmoid(W x + b) is a 1x1 convolution of the unit's input, with a bias."""
+  2016, Table 1): constant scaling, exclusive or shortcut-only gating, or dropout on
+  the shortcut. The gate g = sigmoid(W x + b) is a 1x1 convolution of the unit's input,
+  with a bias."""
 
   def __init__(
     self, in_channels: int, out_channels: int, stride: int, options: UnitOptions, rngs: nnx.Rngs
   ):
     self.kind = options.gate
-    if self.kind == 'constant':
+    self.deterministic = False  # model.train() / model.eval() set it; only dropout reads it
+    if self.kind in ('constant', 'dropout'):
       return
     self.conv = conv(
       in_channels, out_channels, 1, stride, dtype=options.dtype, rngs=rngs,
@@ -125,12 +133,31 @@ class ShortcutGate(nnx.Module):
     )  # fmt: skip
     self.bias = nnx.Param(jnp.full((out_channels,), options.gate_bias, jnp.float32))
 
-  def __call__(self, x_nhwc: jax.Array, shortcut_nhwc: jax.Array, branch_nhwc: jax.Array):
+  def __call__(
+    self,
+    x_nhwc: jax.Array,
+    shortcut_nhwc: jax.Array,
+    branch_nhwc: jax.Array,
+    key: jax.Array | None = None,
+  ):
     if self.kind == 'constant':
       return 0.5 * shortcut_nhwc + 0.5 * branch_nhwc
+    if self.kind == 'dropout':
+      return self._dropped(shortcut_nhwc, key) + branch_nhwc
     g = jax.nn.sigmoid(self.conv(x_nhwc) + self.bias[...].astype(x_nhwc.dtype))
     branch_scale = g if self.kind == 'exclusive' else 1.0
     return (1 - g) * shortcut_nhwc + branch_scale * branch_nhwc
+
+  def _dropped(self, shortcut_nhwc: jax.Array, key: jax.Array | None) -> jax.Array:
+    if self.deterministic:
+      return DROPOUT_SHORTCUT_KEEP * shortcut_nhwc
+    if key is None:
+      raise ValueError(
+        'the dropout shortcut samples a mask in training mode: call the model with key=... '
+        '(the train step does), or put it in evaluation mode with model.eval()'
+      )
+    keep = jax.random.bernoulli(key, DROPOUT_SHORTCUT_KEEP, shortcut_nhwc.shape)
+    return jnp.where(keep, shortcut_nhwc, jnp.zeros_like(shortcut_nhwc))
 
 
 def make_shortcut(
@@ -161,6 +188,8 @@ def branch_layout(
   block: str, variant: str, in_channels: int, out_channels: int, stride: int
 ) -> list[tuple[int, int, int, int]]:
   """(in_channels, out_channels, kernel, stride) of each convolution of the residual branch."""
+  if block == 'one_layer':
+    return [(in_channels, out_channels, 3, stride)]
   if block == 'basic':
     return [(in_channels, out_channels, 3, stride), (out_channels, out_channels, 3, 1)]
   mid = out_channels // BOTTLENECK_EXPANSION
@@ -175,8 +204,9 @@ def branch_layout(
 
 
 class ResidualUnit(nnx.Module):
-  """A basic or bottleneck unit, in any variant (activation placement), with any shortcut
-  option and gate."""
+  """A basic, bottleneck or one-layer unit, in any variant (activation placement), with any
+  shortcut option and gate. `key` is the randomness of the dropout shortcut in training
+  mode (unused otherwise)."""
 
   def __init__(
     self, in_channels: int, out_channels: int, stride: int, options: UnitOptions, *, rngs: nnx.Rngs
@@ -223,9 +253,9 @@ class ResidualUnit(nnx.Module):
       self.sow(nnx.Intermediate, 'responses', y)
     return y
 
-  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
+  def __call__(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> jax.Array:
     if self.preact:
-      return self._preact_forward(x_nhwc)
+      return self._preact_forward(x_nhwc, key)
     last = len(self.convs) - 1
     y = jax.nn.relu(x_nhwc) if self.variant == 'relu_preact' else x_nhwc
     for i, (conv_i, norm_i) in enumerate(zip(self.convs, self.norms, strict=True)):
@@ -235,12 +265,12 @@ class ResidualUnit(nnx.Module):
       y = self._response(y)
       if i < last or self.variant == 'relu_before_add':
         y = jax.nn.relu(y)
-    y = self._add_shortcut(x_nhwc, y, x_nhwc)
+    y = self._add_shortcut(x_nhwc, y, x_nhwc, key)
     if self.variant == 'bn_after_add':
       y = self.norms[last](y)
     return jax.nn.relu(y) if self.variant in RELU_AFTER_ADD else y
 
-  def _preact_forward(self, x_nhwc: jax.Array) -> jax.Array:
+  def _preact_forward(self, x_nhwc: jax.Array, key: jax.Array | None) -> jax.Array:
     x_act = jax.nn.relu(self.norms[0](x_nhwc))
     y = self._response(self.convs[0](x_act))
     for conv_i, norm_i in zip(self.convs[1:], self.norms[1:], strict=True):
@@ -248,9 +278,15 @@ class ResidualUnit(nnx.Module):
     # A projection sees the pre-activated input (as in He et al. 2016's code);
     # option A stays a pure identity path.
     projects = isinstance(self.shortcut, ProjectionShortcut)
-    return self._add_shortcut(x_nhwc, y, x_act if projects else x_nhwc)
+    return self._add_shortcut(x_nhwc, y, x_act if projects else x_nhwc, key)
 
-  def _add_shortcut(self, x_nhwc: jax.Array, branch_nhwc: jax.Array, shortcut_in: jax.Array):
+  def _add_shortcut(
+    self,
+    x_nhwc: jax.Array,
+    branch_nhwc: jax.Array,
+    shortcut_in: jax.Array,
+    key: jax.Array | None,
+  ):
     """h + F (h: the shortcut of `shortcut_in`), or as the gate combines them; F alone in a
     plain network."""
     if not self.residual:
@@ -258,4 +294,4 @@ class ResidualUnit(nnx.Module):
     h_nhwc = x_nhwc if self.shortcut is None else self.shortcut(shortcut_in)
     if self.gate is None:
       return branch_nhwc + h_nhwc
-    return self.gate(x_nhwc, h_nhwc, branch_nhwc)
+    return self.gate(x_nhwc, h_nhwc, branch_nhwc, key)

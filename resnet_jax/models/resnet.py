@@ -4,7 +4,8 @@ ImageNet networks (He et al. 2015, Table 1): a 7x7/2 convolution and a 3x3/2
 max-pool, four stages of 64/128/256/512 filters (x4 outputs for bottlenecks).
 CIFAR networks (Section 4.2): a 3x3 convolution with 16 filters, three stages
 of 16/32/64 filters, n units each; depth 6n+2 with basic units, 9n+2 with
-bottlenecks (He et al. 2016: ResNet-164 and ResNet-1001).
+bottlenecks (He et al. 2016: ResNet-164 and ResNet-1001), 3n+2 with one-layer
+units (He et al. 2016, Table 3).
 """
 
 import dataclasses
@@ -35,7 +36,7 @@ IMAGENET_DEPTHS = {
   152: ('bottleneck', (3, 8, 36, 3)),
   200: ('bottleneck', (3, 24, 36, 3)),
 }
-CIFAR_LAYERS_PER_UNIT = {'basic': 2, 'bottleneck': 3}
+CIFAR_LAYERS_PER_UNIT = {'basic': 2, 'bottleneck': 3, 'one_layer': 1}
 CIFAR_STAGES = 3
 STEMS = ('imagenet', 'cifar')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -61,6 +62,11 @@ class NetworkSpec:
   remat: bool = False  # each unit's activations are recomputed in the backward pass
 
   @property
+  def stochastic(self) -> bool:
+    """Whether training mode samples randomness (the dropout shortcut)."""
+    return self.unit.gate == 'dropout'
+
+  @property
   def stage_channels(self) -> tuple[int, ...]:
     """Output channels of each stage."""
     expansion = BOTTLENECK_EXPANSION if self.unit.block == 'bottleneck' else 1
@@ -76,11 +82,14 @@ def _cifar_units(depth: int, block: str) -> int:
   """Units per stage n, from depth = 3 * layers_per_unit * n + 2."""
   per_depth = CIFAR_STAGES * CIFAR_LAYERS_PER_UNIT[block]
   if depth < per_depth + 2 or (depth - 2) % per_depth:
-    other = 'bottleneck' if block == 'basic' else 'basic'
-    other_per_depth = CIFAR_STAGES * CIFAR_LAYERS_PER_UNIT[other]
+    fits = [
+      other
+      for other, layers in CIFAR_LAYERS_PER_UNIT.items()
+      if depth >= CIFAR_STAGES * layers + 2 and (depth - 2) % (CIFAR_STAGES * layers) == 0
+    ]
     hint = ''
-    if depth >= other_per_depth + 2 and (depth - 2) % other_per_depth == 0:
-      hint = f" (depth {depth} is a {other}-unit depth: set model.block='{other}')"
+    if fits:
+      hint = f" (depth {depth} is a {fits[0]}-unit depth: set model.block='{fits[0]}')"
     raise ValueError(
       f'a CIFAR network with {block} units has depth {per_depth}n+2 '
       f'(e.g. {per_depth + 2}, {3 * per_depth + 2}, {9 * per_depth + 2}), got {depth}{hint}'
@@ -206,7 +215,8 @@ class Stage(nnx.Module):
   across units (on CPU it otherwise recomputes whole chains of
   post-activation unit outputs inside backward fusions). Checkpoints and
   pretrained weights keep one entry per unit (`layout` converts). With
-  `remat`, each unit keeps only its input for the backward pass.
+  `remat`, each unit keeps only its input for the backward pass. A `key` is
+  split into one per unit, the same ones whether the units are scanned or not.
   """
 
   def __init__(
@@ -238,33 +248,35 @@ class Stage(nnx.Module):
     self.units = nnx.List(units[:1] if stacked else units)
     self.repeated = _stacked(units[1:]) if stacked else None
 
-  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
-    for unit in self.units:
-      x_nhwc = self._apply(unit, x_nhwc)
+  def __call__(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    unit_keys = None if key is None else jax.random.split(key, self.num_units)
+    for i, unit in enumerate(self.units):
+      x_nhwc = self._apply(unit, x_nhwc, None if key is None else unit_keys[i])
     if self.repeated is not None:
-      x_nhwc = self._scan(x_nhwc)
+      x_nhwc = self._scan(x_nhwc, None if key is None else unit_keys[1:])
     return x_nhwc
 
   def _unit_fn(self, graphdef: nnx.GraphDef):
-    """(x, unit state) -> (unit output, its updated BN statistics), a pure function."""
+    """(x, (unit state, key)) -> (unit output, its updated BN statistics), a pure function."""
 
-    def apply(x_nhwc, state):
+    def apply(x_nhwc, state_and_key):
+      state, key = state_and_key
       unit = nnx.merge(graphdef, state)
-      return unit(x_nhwc), nnx.state(unit, nnx.BatchStat)
+      return unit(x_nhwc, key), nnx.state(unit, nnx.BatchStat)
 
     return jax.checkpoint(apply, prevent_cse=not self.scan) if self.remat else apply
 
-  def _apply(self, unit: ResidualUnit, x_nhwc: jax.Array) -> jax.Array:
+  def _apply(self, unit: ResidualUnit, x_nhwc: jax.Array, key: jax.Array | None) -> jax.Array:
     if not self.remat:
-      return unit(x_nhwc)
+      return unit(x_nhwc, key)
     graphdef, state = nnx.split(unit)
-    y, batch_stats = self._unit_fn(graphdef)(x_nhwc, state)
+    y, batch_stats = self._unit_fn(graphdef)(x_nhwc, (state, key))
     nnx.update(unit, batch_stats)
     return y
 
-  def _scan(self, x_nhwc: jax.Array) -> jax.Array:
+  def _scan(self, x_nhwc: jax.Array, keys: jax.Array | None) -> jax.Array:
     graphdef, stacked = nnx.split(self.repeated)
-    y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, stacked)
+    y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, (stacked, keys))
     nnx.update(self.repeated, batch_stats)
     return y
 
@@ -309,12 +321,15 @@ class ResNet(nnx.Module):
     self.final_relu = spec.unit.variant == 'relu_preact'
     self.head = nnx.Linear(final_channels, num_classes, param_dtype=jnp.float32, rngs=rngs)
 
-  def stage_outputs(self, x_nhwc: jax.Array) -> list[jax.Array]:
-    """The raw output of each stage."""
+  def stage_outputs(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> list[jax.Array]:
+    """The raw output of each stage. `key`: the randomness of training mode, used only by
+    a stochastic network (`spec.stochastic`), which needs one."""
+    if not self.spec.stochastic:
+      key = None  # nothing samples: keep the key out of the computation
     y = self.stem(x_nhwc.astype(self.spec.unit.dtype))
     outputs = []
-    for stage in self.stages:
-      y = stage(y)
+    for i, stage in enumerate(self.stages):
+      y = stage(y, None if key is None else jax.random.fold_in(key, i))
       outputs.append(y)
     return outputs
 
@@ -324,9 +339,9 @@ class ResNet(nnx.Module):
       return jax.nn.relu(self.final_norm(y_nhwc))
     return jax.nn.relu(y_nhwc) if self.final_relu else y_nhwc
 
-  def features(self, x_nhwc: jax.Array) -> list[jax.Array]:
+  def features(self, x_nhwc: jax.Array, *, key: jax.Array | None = None) -> list[jax.Array]:
     """The output of each stage (C2..C5 for ImageNet networks: strides 4, 8, 16, 32)."""
-    outputs = self.stage_outputs(x_nhwc)
+    outputs = self.stage_outputs(x_nhwc, key)
     outputs[-1] = self._finish(outputs[-1])
     return outputs
 
@@ -335,9 +350,9 @@ class ResNet(nnx.Module):
     pooled_nc = jnp.mean(self._finish(last_stage_nhwc).astype(jnp.float32), axis=(1, 2))
     return self.head(pooled_nc)
 
-  def __call__(self, x_nhwc: jax.Array) -> jax.Array:
-    """NHWC images -> float32 logits [batch, num_classes]."""
-    return self.logits(self.stage_outputs(x_nhwc)[-1])
+  def __call__(self, x_nhwc: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    """NHWC images -> float32 logits [batch, num_classes]. `key`: see `stage_outputs`."""
+    return self.logits(self.stage_outputs(x_nhwc, key)[-1])
 
 
 def create_model(model_config, *, num_classes: int, in_channels: int = 3, rngs: nnx.Rngs) -> ResNet:
