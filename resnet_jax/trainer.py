@@ -99,12 +99,14 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     )
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
-  setup_ = setup(config, mesh)
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
+  resuming = ckpt.latest_step() is not None
+  # A resumed run's weights are in its checkpoint: the pretrained file may be gone.
+  setup_ = setup(config, mesh, pretrained_weights=not resuming)
   checkpoint.save_config(config, workdir)
   checkpoint.check_free_space(workdir, setup_.state)
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = setup_.state
-  if ckpt.latest_step() is not None:
+  if resuming:
     state, _ = restore_checkpoint(ckpt, state, config.model)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   start, total = int(state.step), setup_.total_steps

@@ -89,3 +89,23 @@ def test_loading_the_head_needs_the_same_classes(weights, tmp_path):
   config.pretrained.load_head = True
   with pytest.raises(ConfigError, match=r"config.pretrained: .*'fc.bias' has shape \(10,\), this "):
     trainer.setup(config, parallel.create_mesh())
+
+
+def test_a_resumed_fine_tune_does_not_need_the_weights_file_again(weights, tmp_path):
+  """After preemption the run may restart where the pretrained file is not: its weights
+  are in the checkpoint."""
+  path = tmp_path / 'resnet18.safetensors'
+  path.write_bytes(weights[0].read_bytes())
+  folder = image_folder(tmp_path / 'images', per_class=2)
+  trainer.train_and_evaluate(
+    finetune_config(path, folder, 'resnet18', num_steps=3), tmp_path / 'run'
+  )
+  path.unlink()
+  trainer.train_and_evaluate(
+    finetune_config(path, folder, 'resnet18', num_steps=6), tmp_path / 'run'
+  )
+  assert (
+    checkpoint.Checkpointer(tmp_path / 'run' / 'checkpoints', read_only=True).latest_step() == 6
+  )
+  with pytest.raises(ConfigError, match='resnet18.safetensors'):  # a new run still needs it
+    trainer.train_and_evaluate(finetune_config(path, folder, 'resnet18'), tmp_path / 'new')
