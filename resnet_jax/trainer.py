@@ -10,9 +10,7 @@ from typing import Any
 
 import jax
 import ml_collections
-import optax
 from etils import epath
-from flax import nnx
 
 from resnet_jax import checkpoint, data, evaluator, metrics, parallel, preemption, train_state
 from resnet_jax.cli import ConfigError, RunError, as_config_error
@@ -20,16 +18,12 @@ from resnet_jax.models import layout
 
 
 @dataclasses.dataclass(frozen=True)
-class Setup:
-  """Everything derived from the config before the first step."""
+class Setup(train_state.Start):
+  """Everything derived from the config before the first step: the Start, and the
+  dataset's info and epoch length it was made from."""
 
-  graphdef: nnx.GraphDef
-  state: train_state.TrainState  # initial, replicated over the mesh
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
   info: Any  # data.DatasetInfo
   steps_per_epoch: int
-  total_steps: int
 
 
 def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
@@ -48,15 +42,8 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
     steps_per_epoch=steps_per_epoch,
     pretrained_weights=pretrained_weights,
   )
-  return Setup(
-    start.graphdef,
-    start.state,
-    start.tx,
-    start.schedule,
-    info,
-    steps_per_epoch,
-    start.total_steps,
-  )
+  fields = {field.name: getattr(start, field.name) for field in dataclasses.fields(start)}
+  return Setup(**fields, info=info, steps_per_epoch=steps_per_epoch)
 
 
 def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
