@@ -68,6 +68,19 @@ def test_error_curve_keeps_the_last_record_of_a_step(tmp_path):
   assert report.error_curve(tmp_path, 'eval') == [(4, pytest.approx(30.0))]
 
 
+def test_training_error_averages_the_final_tenth_of_the_steps_by_window_length():
+  curve = [(25 * i, 50.0) for i in range(1, 37)] + [(925, 10.0), (950, 20.0), (1000, 30.0)]
+  result = report.RunResult('run', {}, True, train_curve=curve, test_curve=[])
+  # The last 100 steps: (900, 925] at 10%, (925, 950] at 20%, (950, 1000] at 30%.
+  assert result.train_error == pytest.approx((25 * 10 + 25 * 20 + 50 * 30) / 100)
+  # A window that straddles the start counts for its part after it.
+  straddling = report.RunResult(
+    'run', {}, True, train_curve=[(880, 0.0), (1000, 60.0)], test_curve=[]
+  )
+  assert straddling.train_error == pytest.approx(60.0)
+  assert report.RunResult('run', {}, True, train_curve=[], test_curve=[]).train_error is None
+
+
 def _sweep(tmp_path, *extra):
   """The sweep over TINY's run: its --config, and its overrides as --set."""
   config_flag, *overrides = TINY
