@@ -237,6 +237,14 @@ def _rename_aside(path: epath.Path):
       return
 
 
+def has_checkpoint(directory) -> bool:
+  """Whether `directory` holds a checkpoint step, looked up without opening orbax: orbax
+  names a finished step by its number, a save in progress or a step set aside carries a
+  suffix."""
+  directory = epath.Path(directory)
+  return directory.is_dir() and any(path.name.isdigit() for path in directory.iterdir())
+
+
 def check_free_space(directory, state):
   """A ConfigError before training when the disk cannot hold even one checkpoint of `state`."""
   need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))

@@ -86,16 +86,18 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     )
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
-  resuming = ckpt.latest_step() is not None
   # A resumed run's weights are in its checkpoint: the pretrained file may be gone.
+  resuming = checkpoint.has_checkpoint(workdir / 'checkpoints')
   setup_ = setup(config, mesh, pretrained_weights=not resuming)
   checkpoint.save_config(config, workdir)
   checkpoint.check_free_space(workdir, setup_.state)
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = setup_.state
-  if resuming:
+  if ckpt.latest_step() is not None:
     state, _ = restore_checkpoint(ckpt, state, config.model)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
+  elif resuming:  # Opening set aside every step (unreadable): start over, weights included.
+    state = setup(config, mesh).state
   start, total = int(state.step), setup_.total_steps
 
   train_step = train_state.make_train_step(

@@ -175,3 +175,15 @@ def test_unwritable_workdir_is_a_config_error(tmp_path):
     checkpoint.save_config(default.get_config(), tmp_path / 'file' / 'run')
   checkpoint.save_config(default.get_config(), tmp_path / 'run')
   assert [p.name for p in (tmp_path / 'run').iterdir()] == [checkpoint.CONFIG_FILE]
+
+
+def test_has_checkpoint_sees_finished_steps_only(tmp_path):
+  directory = tmp_path / 'checkpoints'
+  assert not checkpoint.has_checkpoint(directory)  # absent
+  (directory / '6.orbax-checkpoint-tmp-17').mkdir(parents=True)  # a save cut short
+  (directory / '3.unreadable').mkdir()  # set aside
+  assert not checkpoint.has_checkpoint(directory)
+  (directory / '9').mkdir()
+  assert checkpoint.has_checkpoint(directory)
+  (tmp_path / 'file').write_text('')
+  assert not checkpoint.has_checkpoint(tmp_path / 'file' / 'checkpoints')
