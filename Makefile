@@ -34,11 +34,11 @@ test-slow: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
-# The pure-Python wheels benchmarks/gpu_check.sh unpacks where they are not installed
+# The pure-Python wheels benchmarks/gpu_check.sh unpacks where a GPU machine lacks them
 # (a GPU machine without internet gets the folder with the working tree: never committed).
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d benchmarks/gpu_wheels \
-	  $$(grep -E '^(ml-collections|absl-py)==' requirements.txt)
+	  $$(grep -E '^(ml-collections|absl-py|flax|optax)==' requirements.txt)
 
 clean:
 	rm -rf $(VENV)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.train_step import MODELS, benchmark_config, lower_step
+from benchmarks.train_step import MODELS, benchmark_config, build_step
 from resnet_jax import parallel
 
 EXECUTIONS = {
@@ -32,7 +32,8 @@ def measure(name: str, execution: str, batch_size: int) -> dict:
   """Trace+lower and compile seconds and XLA's temporary memory of one train step."""
   config = benchmark_config(name, batch_size, EXECUTIONS[execution])
   start = time.perf_counter()
-  _, lowered, _ = lower_step(config, 'train', parallel.create_mesh())
+  _, step, args = build_step(config, 'train', parallel.create_mesh())
+  lowered = step.lower(*args)
   lowered_at = time.perf_counter()
   compiled = lowered.compile()
   compiled_at = time.perf_counter()

@@ -9,17 +9,18 @@
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR]     # default: $OUT, else ./gpu_check
 #
-# Needs a Python with a CUDA jax (and jaxlib) on the project's JAX version, flax,
-# optax and orbax-checkpoint. ml_collections and absl-py, pure Python, may be
-# missing there: where they are, they are unpacked onto PYTHONPATH (not installed)
-# from the wheels in benchmarks/gpu_wheels/, which `make gpu-wheels` downloads on a
-# machine that reaches PyPI (the versions requirements.txt pins). The folder is not
-# committed: a machine without internet gets it with the working tree (the device
-# tool's `carry: ["benchmarks/gpu_wheels"]`). Each result is one JSON line in
-# RESULTS_DIR/*.json; the log is RESULTS_DIR/log.txt. Exit status 0 when every
-# part that ran succeeded.
+# Needs a Python with a CUDA jax and jaxlib (the machine's own version), flax, optax
+# and orbax-checkpoint. What our step needs beside JAX is pure Python and comes, where
+# the machine lacks it, from the wheels in benchmarks/gpu_wheels/ (the versions
+# requirements.txt pins, unpacked onto PYTHONPATH, not installed): ml_collections and
+# absl-py where they are missing, flax and optax where a two-step smoke run fails with
+# the machine's own. `make gpu-wheels` downloads them on a machine that reaches PyPI;
+# the folder is not committed: a machine without internet gets it with the working
+# tree (the device tool's `carry: ["benchmarks/gpu_wheels"]`). Each result is one
+# JSON line in RESULTS_DIR/*.json; the log is RESULTS_DIR/log.txt. Exit status 0 when
+# every part that ran succeeded.
 #
-# Overrides for a dry run on a CPU: PY, MODEL (resnet50), BATCHES ("512 256 128"),
+# Overrides for a dry run on a CPU: PY, MODEL (resnet50), BATCHES ("1024 512 256"),
 # STEPS (20), e.g. MODEL=resnet20 BATCHES=8 STEPS=2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,27 +40,54 @@ has() {  # has MODULE: importable by $PY (found, not imported)
 # needs neither pip nor the network, and leaves the machine's Python as it is.
 deps=$(mktemp -d)
 trap 'rm -rf "$deps"' EXIT
-for need in ml_collections:ml_collections absl:absl_py; do  # module:wheel name
-  module=${need%%:*}
-  has "$module" && continue
-  wheel=$(ls benchmarks/gpu_wheels/"${need#*:}"-*-py3-none-any.whl 2>/dev/null | head -1)
-  if [ -z "$wheel" ]; then
-    echo "$module is not installed and benchmarks/gpu_wheels/ has no wheel of it:" \
-      'run `make gpu-wheels` where PyPI is reachable and carry that folder'
-    exit 1
-  fi
-  $PY -m zipfile -e "$wheel" "$deps" && echo "$module: from $wheel"
-done
 export PYTHONPATH="$deps${PYTHONPATH:+:$PYTHONPATH}"
+unpack() {  # unpack WHEEL_NAME: the pinned wheel of it from benchmarks/gpu_wheels/
+  local wheel
+  wheel=$(ls benchmarks/gpu_wheels/"$1"-*-py3-none-any.whl 2>/dev/null | head -1)
+  if [ -z "$wheel" ]; then
+    echo "benchmarks/gpu_wheels/ has no $1 wheel:" \
+      'run `make gpu-wheels` where PyPI is reachable and carry that folder'
+    return 1
+  fi
+  $PY -m zipfile -e "$wheel" "$deps" && echo "$1: from $wheel"
+}
+for need in ml_collections:ml_collections absl:absl_py; do  # module:wheel name
+  has "${need%%:*}" || unpack "${need#*:}" || exit 1
+done
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c 'import jax; print("jax", jax.__version__, jax.devices())' || exit 1
+versions() {  # the versions the step will import (the first on the path), found, not imported
+  $PY -c 'import importlib.metadata as m
+for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+  try: print(name, m.version(name), end="  ")
+  except m.PackageNotFoundError: print(name, "missing", end="  ")
+print()'
+}
+versions
+$PY -c 'import jax; print(jax.devices())' || exit 1
 
+# The machine's own JAX runs the step. Its flax and optax are used where our code runs
+# with them (a two-step ResNet-20); else the versions requirements.txt pins.
+smoke() {
+  timeout 150 $PY -m benchmarks.train_step --model=resnet20 --batch=8 --steps=2 --no-torch \
+    > "$results/smoke.txt" 2>&1
+}
+if ! smoke; then
+  tail -5 "$results/smoke.txt"
+  echo "our step fails with this machine's flax/optax: unpacking the pinned ones"
+  unpack flax && unpack optax && versions && smoke \
+    || { tail -20 "$results/smoke.txt"; exit 1; }
+fi
+echo "smoke step: $(tail -1 "$results/smoke.txt")"
+
+# PyTorch's step beside ours (torchvision, bfloat16 autocast) where torch is installed.
+peer=--no-torch
+has torch && has torchvision && peer=''
 best=''
-for batch in ${BATCHES:-512 256 128}; do
+for batch in ${BATCHES:-1024 512 256}; do
   echo "== $MODEL train, bfloat16, batch $batch"
-  if timeout 150 $PY -m benchmarks.train_step --model="$MODEL" --dtype=bfloat16 \
-      --batch="$batch" --steps="$STEPS" --no-torch | tee "$results/train_$batch.txt"; then
+  if timeout 240 $PY -m benchmarks.train_step --model="$MODEL" --dtype=bfloat16 \
+      --batch="$batch" --steps="$STEPS" $peer | tee "$results/train_$batch.txt"; then
     tail -1 "$results/train_$batch.txt" > "$results/train.json"
     best=$batch
     break
@@ -69,8 +97,8 @@ done
 
 status=0
 echo "== $MODEL eval, bfloat16, batch $best"
-if timeout 90 $PY -m benchmarks.train_step --model="$MODEL" --mode=eval --dtype=bfloat16 \
-    --batch="$best" --steps="$STEPS" --no-torch | tee "$results/eval.txt"; then
+if timeout 150 $PY -m benchmarks.train_step --model="$MODEL" --mode=eval --dtype=bfloat16 \
+    --batch="$best" --steps="$STEPS" $peer | tee "$results/eval.txt"; then
   tail -1 "$results/eval.txt" > "$results/eval.json"
 else
   status=1

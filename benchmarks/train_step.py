@@ -10,8 +10,10 @@ TFDS, tensorboard nor safetensors (benchmarks/gpu_check.sh). PyTorch's is
 torchvision's ResNet (or the paper's CIFAR ResNet with option A, written below)
 in channels_last with SGD + momentum, with as many threads as cores. torch is a
 development requirement only: without it the torch column is empty.
-Median images/s after warm-up; compile seconds; XLA's FLOP count of the step
-and its fraction of this machine's fp32 GEMM peak measured in the same run.
+Median images/s after warm-up; compile seconds; the FLOPs of the step's
+convolutions and matrix products and their rate as a fraction of the device's
+matrix-multiply peak measured in the same run (float32 BLAS on a CPU; the step's
+dtype on an accelerator).
 Prints a table, then one JSON line.
 """
 
@@ -23,11 +25,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import median_step_seconds
 from configs import resnet_cifar10, resnet_imagenet
 from resnet_jax import parallel, train_state
+from resnet_jax.models import summary
 
 # name -> (config module, config argument, image size, default batch)
 MODELS = {
@@ -44,13 +48,28 @@ MODELS = {
 DATASETS = {'imagenet': (1000, 1_281_167), 'cifar': (10, 50_000)}
 
 
-def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-  """fp32 matrix-multiply GFLOP/s of this machine (numpy's BLAS), best of `repeats`."""
-  a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+def gemm_peak_gflops(dtype: str, repeats: int = 5) -> float:
+  """Matrix-multiply GFLOP/s of the device the step runs on, best of `repeats`: numpy's
+  BLAS in float32 (2048^3) on a CPU, XLA's dot in `dtype` (8192^3) on an accelerator."""
+  if jax.default_backend() == 'cpu':
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+
+    def multiply():
+      a @ a
+  else:
+    n = 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    matmul = jax.jit(jnp.matmul)
+
+    def multiply():
+      matmul(a, a).block_until_ready()
+
+    multiply()  # compiles
   best = float('inf')
   for _ in range(repeats):
     start = time.perf_counter()
-    a @ a
+    multiply()
     best = min(best, time.perf_counter() - start)
   return 2 * n**3 / best / 1e9
 
@@ -66,8 +85,8 @@ def benchmark_config(name: str, batch_size: int, model_fields: dict):
   return config
 
 
-def lower_step(config, mode: str, mesh):
-  """(start, lowered step, its arguments) of the train or eval step that train.py runs,
+def build_step(config, mode: str, mesh):
+  """(start, jitted step, its arguments) of the train or eval step that train.py runs,
   from the state train.py starts from (train_state.Start)."""
   num_classes, num_examples = DATASETS[config.model.stem]
   batch_size, size = config.train.batch_size, config.data.image_size
@@ -94,24 +113,24 @@ def lower_step(config, mode: str, mesh):
   else:
     step = train_state.make_eval_step(start.graphdef, mesh)
     args = (start.state.params, start.state.batch_stats, batch)
-  return start, step.lower(*args), args
+  return start, step, args
 
 
-def _flops(config, mode: str, mesh) -> float:
-  """XLA's FLOP count of the unrolled step (a scanned step counts its loop body once)."""
-  unrolled = config.copy_and_resolve_references()
-  unrolled.model.scan = False
-  cost = lower_step(unrolled, mode, mesh)[1].cost_analysis()
-  return (cost[0] if isinstance(cost, list) else cost).get('flops', 0.0)
+def matmul_flops(step, args) -> int:
+  """FLOPs of the step's convolutions and matrix products (2 per multiply-add, read off
+  its jaxpr, backward pass and scanned units included): the work a matrix-multiply
+  peak bounds, counted the same on every platform (XLA:GPU's cost analysis leaves out
+  the convolutions it hands to cuDNN)."""
+  return 2 * summary.jaxpr_macs(step.trace(*args).jaxpr.jaxpr)
 
 
 def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) -> dict:
   """Our step's numbers, with `model_fields` (dtype, conv1x1, scan, remat) set in config.model."""
   config = benchmark_config(name, batch_size, model_fields)
   mesh = parallel.create_mesh()
-  _, lowered, args = lower_step(config, mode, mesh)
+  _, step, args = build_step(config, mode, mesh)
   start = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
 
@@ -128,6 +147,7 @@ def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) 
       jax.block_until_ready(compiled(*args))
 
   seconds = median_step_seconds(run_step, steps)
+  flops = matmul_flops(step, args)
   peak_bytes = None
   if memory is not None:
     peak_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes
@@ -136,18 +156,19 @@ def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) 
     'remat': config.model.remat,
     'images_per_s': batch_size / seconds,
     'compile_s': compile_s,
-    'gflop_per_image': _flops(config, mode, mesh) / batch_size / 1e9,
+    'gflop_per_image': flops / batch_size / 1e9,
     'xla_peak_mb': None if peak_bytes is None else peak_bytes / 2**20,
   }
 
 
-def theirs(name: str, mode: str, batch_size: int, steps: int) -> dict | None:
+def theirs(name: str, mode: str, batch_size: int, steps: int, dtype: str) -> dict | None:
   """PyTorch's numbers, from a separate process: torch and TensorFlow/JAX in one
   process crash here (segmentation fault in the first torch step)."""
   _, arg, size, _ = MODELS[name]
   command = [
     sys.executable, '-m', 'benchmarks.torch_step', f'--arch={name}', f'--depth={arg}',
     f'--size={size}', f'--mode={mode}', f'--batch={batch_size}', f'--steps={steps}',
+    f'--dtype={dtype}',
   ]  # fmt: skip
   result = subprocess.run(command, capture_output=True, text=True)
   if result.returncode != 0:
@@ -174,13 +195,16 @@ def main():
   args = parser.parse_args()
   batch = args.batch or MODELS[args.model][3]
 
-  peak = gemm_peak_gflops()
+  # PyTorch first: on a GPU, JAX keeps the memory it takes until this process ends.
+  torch_result = None
+  if not args.no_torch:
+    torch_result = theirs(args.model, args.mode, batch, args.steps, args.dtype)
+  peak = gemm_peak_gflops(args.dtype)
   model_fields = {'dtype': args.dtype, 'conv1x1': args.conv1x1}
   model_fields.update(
     {f: getattr(args, f) for f in ('scan', 'remat') if getattr(args, f) is not None}
   )
   mine = ours(args.model, args.mode, batch, args.steps, model_fields)
-  torch_result = None if args.no_torch else theirs(args.model, args.mode, batch, args.steps)
   torch_ips = torch_result['images_per_s'] if torch_result else None
   gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
   result = {

@@ -33,6 +33,19 @@ def test_grouped_convolution_counts_input_channels_per_group():
   assert count_macs(conv, x, kernel) == 4 * 4 * 8 * 2
 
 
+def test_strided_convolution_gradient_counts_as_the_convolution():
+  """The input gradient of a stride-2 convolution is a convolution over an input
+  dilated by 2 (3 zeros in 4): it does the forward's multiply-adds, not 4x them."""
+  x = jnp.ones((2, 16, 16, 8))
+  kernel = jnp.ones((3, 3, 8, 4))
+  conv = lambda x: jax.lax.conv_general_dilated(
+    x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  input_grad = jax.linear_transpose(conv, x)
+  forward = count_macs(conv, x)
+  assert count_macs(input_grad, conv(x)) == forward == 2 * 8 * 8 * 4 * (3 * 3 * 8)
+
+
 def test_matmul_inside_jit_and_scan_is_counted_per_iteration():
   w = jnp.ones((5, 6, 6))
 

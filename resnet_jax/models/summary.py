@@ -21,10 +21,14 @@ def count_params(model: nnx.Module) -> int:
 
 
 def _conv_macs(eqn) -> int:
+  """Output size x kernel window, over the input's dilation: a dilated input (the
+  gradient of a strided convolution) is mostly inserted zeros, which no library
+  multiplies."""
   rhs_shape = eqn.invars[1].aval.shape
   rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out feature, in feature, spatial...)
   per_output = math.prod(rhs_shape[d] for d in rhs_spec[1:])
-  return math.prod(eqn.outvars[0].aval.shape) * per_output
+  dilation = math.prod(eqn.params['lhs_dilation'])
+  return math.prod(eqn.outvars[0].aval.shape) * per_output // dilation
 
 
 def _dot_macs(eqn) -> int:
