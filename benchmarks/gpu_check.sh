@@ -20,7 +20,7 @@
 # JSON line in RESULTS_DIR/*.json; the log is RESULTS_DIR/log.txt. Exit status 0 when
 # every part that ran succeeded.
 #
-# Overrides for a dry run on a CPU: PY, MODEL (resnet50), BATCHES ("1024 512 256"),
+# Overrides for a dry run on a CPU: PY, MODEL (resnet50), BATCHES ("2048 1024 512"),
 # STEPS (20), e.g. MODEL=resnet20 BATCHES=8 STEPS=2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,7 +84,7 @@ echo "smoke step: $(tail -1 "$results/smoke.txt")"
 peer=--no-torch
 has torch && has torchvision && peer=''
 best=''
-for batch in ${BATCHES:-1024 512 256}; do
+for batch in ${BATCHES:-2048 1024 512}; do
   echo "== $MODEL train, bfloat16, batch $batch"
   if timeout 240 $PY -m benchmarks.train_step --model="$MODEL" --dtype=bfloat16 \
       --batch="$batch" --steps="$STEPS" $peer | tee "$results/train_$batch.txt"; then
