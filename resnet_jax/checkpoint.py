@@ -111,6 +111,15 @@ class Checkpointer:
     self._pending = int(step)
     return saved
 
+  def require(self, step: int | None = None):
+    """A FileNotFoundError unless `step` (by default: any step) is saved here."""
+    if step is None and not self.all_steps():
+      raise FileNotFoundError(f'no checkpoint in {self.directory} yet')
+    if step is not None and step not in self.all_steps():
+      raise FileNotFoundError(
+        f'no checkpoint at step {step} in {self.directory} (steps: {self.all_steps()})'
+      )
+
   def restore(self, abstract_state, step: int | None = None):
     """(state, meta) of `step`, or by default of the newest checkpoint that reads back.
 
@@ -120,20 +129,15 @@ class Checkpointer:
     none reads back, nothing is set aside: that is a checkpoint of another
     structure (another model or code version), not damage.
     """
+    self.require(step)
     abstract_state = jax.tree.map(_abstract, abstract_state)
     if step is not None:
-      if step not in self.all_steps():
-        raise FileNotFoundError(
-          f'no checkpoint at step {step} in {self.directory} (steps: {self.all_steps()})'
-        )
       try:
         return self._restore(step, abstract_state)
       except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
         raise RunError(
           f'checkpoint {step} in {self.directory} does not read back: {_summary(e)}'
         ) from e
-    if not self.all_steps():
-      raise FileNotFoundError(f'no checkpoint in {self.directory} yet')
     unreadable = {}
     for newest in reversed(self.all_steps()):
       try:

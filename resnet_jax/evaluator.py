@@ -82,6 +82,7 @@ def evaluate(
     if step is None:
       raise FileNotFoundError(f'no evaluated checkpoint in {directory} to call the best')
   step = step if step is not None else path_step
+  ckpt.require(step)  # before set-up reads the dataset's description
   mesh = parallel.create_mesh()
   setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model, step)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from resnet_jax import evaluator
+from resnet_jax import checkpoint, evaluator
 from tests.entry_points import TINY, run
 
 
@@ -67,5 +67,10 @@ def test_no_checkpoint_to_evaluate_is_a_file_not_found_error(workdir, tmp_path):
   shutil.copy(workdir / 'config.json', started)
   with pytest.raises(FileNotFoundError, match=f'no checkpoint in {started / "checkpoints"} yet'):
     evaluator.evaluate(None, started)
+  # Said before anything else, even where the dataset is not prepared either.
+  unprepared = checkpoint.load_config(started)
+  unprepared.data.dataset, unprepared.data.data_dir = 'cifar10', str(tmp_path / 'no_data')
+  with pytest.raises(FileNotFoundError, match='no checkpoint in .* yet'):
+    evaluator.evaluate(unprepared, started)
   with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 3 in .* \(steps: \[2, 4\]\)'):
     evaluator.evaluate(None, workdir, step=3)
