@@ -35,6 +35,19 @@ def test_whole_batch_when_group_is_zero_or_not_smaller(x_nhwc, group_size):
   np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x_nhwc))), _reference(x_nhwc), atol=1e-4)
 
 
+def test_one_pass_variance_holds_at_a_large_mean_and_never_goes_negative():
+  """E[x^2] - E[x]^2 in float32: accurate where the mean is 30x the std (ResNet-50's
+  layers stay under ~7x at initialization), and clipped at 0 where rounding makes it
+  negative (a constant 7.3: -2.3e-5 unclipped, below -epsilon, which would give NaN)."""
+  x = np.random.default_rng(1).normal(30, 1, size=(32, 8, 8, 4)).astype(np.float32)
+  norm = GroupBatchNorm(4)
+  norm(jnp.asarray(x))
+  expected_var = 0.9 + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2))
+  np.testing.assert_allclose(norm.var[...], expected_var, rtol=1e-4)
+  y = GroupBatchNorm(4)(jnp.full((32, 8, 8, 4), 7.3))
+  np.testing.assert_allclose(y, 0.0, atol=1e-3)  # NaN without the clip
+
+
 def test_batch_not_divisible_into_groups_is_a_clear_error(x_nhwc):
   norm = GroupBatchNorm(5, group_size=3)
   with pytest.raises(ValueError, match='bn_group_size'):
