@@ -13,7 +13,10 @@ deeper ResNet does not. Measured (2026-11-30, 2 shared CPU cores, 1 h 26 min for
 four; docs/results/degradation_fashion_mnist.md): training / test error plain-20
 10.94 / 10.26%, plain-56 21.13 / 19.64%, ResNet-20 10.36 / 10.52%, ResNet-56 12.11 /
 11.91%: plain degrades by 10 points; the deeper ResNet comes within 1.75 points of the
-shallower one but, in three epochs, does not pass it.
+shallower one but, in three epochs, does not pass it. On the first 10,000 training
+images for 18 epochs (same 1,404 steps; `--grid 'data.train_split=train[:10000]' --grid
+train.num_epochs=18`; docs/results/degradation_fashion_mnist_10k.md): 9.31 / 22.46%
+plain, 8.39 / 9.57% ResNet-20 / 56 training error: the same picture.
 Recipe: configs/resnet20_fashion_mnist.py's (SGD 0.1 at batch 128, momentum 0.9, weight
 decay 1e-4, 50-step warmup, cosine decay), three epochs (1,404 steps) so that all four
 networks fit in about 1.5 hours on 2 CPU cores; the training error is logged every 25

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from configs import default
-from resnet_jax.analysis import grid, report
+from resnet_jax.analysis import grid, plots, report
 from tests.entry_points import TINY, run
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -92,6 +92,16 @@ def _sweep(tmp_path, *extra):
     f'--workdir={tmp_path / "sweep"}',
     *extra,
   )
+
+
+def test_grid_values_every_run_shares_go_to_the_title():
+  runs = [
+    report.RunResult('a', {'model.depth': '20', 'train.num_epochs': '18'}, True, [], []),
+    report.RunResult('b', {'model.depth': '56', 'train.num_epochs': '18'}, True, [], []),
+  ]
+  assert plots.shared_settings(runs) == {'train.num_epochs': '18'}
+  assert plots.shared_settings(runs[:1]) == runs[0].overrides
+  assert plots.shared_settings([]) == {}
 
 
 def test_a_half_done_grid_resumes_and_reports(tmp_path):

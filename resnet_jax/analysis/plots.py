@@ -9,9 +9,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from resnet_jax.analysis.report import RunResult  # noqa: E402
 
 
-def _label(result: RunResult, hidden: str | None) -> str:
-  shown = [(k.rsplit('.', 1)[-1], v) for k, v in result.overrides.items() if k != hidden]
+def _settings(overrides: dict[str, str], hidden=()) -> str:
+  shown = [(k.rsplit('.', 1)[-1], v) for k, v in overrides.items() if k not in hidden]
   return ', '.join(f'{k}={v}' for k, v in shown)
+
+
+def shared_settings(results: list[RunResult]) -> dict[str, str]:
+  """The grid values every run has (a grid axis of one value): said once, in the title,
+  rather than in every line's label."""
+  first = results[0].overrides if results else {}
+  return {k: v for k, v in first.items() if all(r.overrides.get(k) == v for r in results)}
 
 
 def _top(results: list[RunResult]) -> float:
@@ -22,6 +29,9 @@ def _top(results: list[RunResult]) -> float:
 
 def plot_curves(results: list[RunResult], path, *, panel_by: str | None = None, title: str = ''):
   """Writes a PNG; with `panel_by` (a grid key), one panel per value of that key."""
+  shared = shared_settings(results)
+  if shared:
+    title = f'{title} ({_settings(shared)})' if title else _settings(shared)
   panels = {}
   for r in results:
     panels.setdefault(r.overrides.get(panel_by, '') if panel_by else '', []).append(r)
@@ -29,7 +39,7 @@ def plot_curves(results: list[RunResult], path, *, panel_by: str | None = None, 
   for ax, (value, group) in zip(axes[0], panels.items(), strict=True):
     for i, r in enumerate(group):
       color = f'C{i}'
-      label = _label(r, panel_by) or r.name
+      label = _settings(r.overrides, {*shared, panel_by}) or r.name
       if r.train_curve:
         steps, errors = zip(*r.train_curve, strict=True)
         ax.plot(steps, errors, '--', color=color, linewidth=1, label=f'{label} (train)')
