@@ -7,7 +7,7 @@ option A shortcuts (below), channels_last, SGD with momentum 0.9 and weight
 decay, as many threads as cores; on a GPU where torch sees one (cuDNN
 autotuned, bfloat16 under autocast when --dtype=bfloat16). Runs in its own
 process (imports neither JAX nor TensorFlow) and prints one JSON line:
-images_per_s, peak_rss_mb.
+images_per_s, peak_rss_mb, torch_version, device.
 """
 
 import argparse
@@ -102,6 +102,7 @@ def main():
     'images_per_s': args.batch / seconds,
     'peak_rss_mb': peak_rss_mb,
     'torch_version': torch.__version__,
+    'device': torch.cuda.get_device_name() if device == 'cuda' else 'cpu',
   }))  # fmt: skip
 
 

@@ -220,6 +220,7 @@ def main():
     'gemm_peak_gflop_per_s': peak,
     'fraction_of_peak': gflops_achieved / peak,
     'torch_images_per_s': torch_ips,
+    'torch_device': torch_result['device'] if torch_result else None,
     'ratio': mine['images_per_s'] / torch_ips if torch_ips else None,
   }
   print(
@@ -233,7 +234,8 @@ def main():
   )
   if torch_ips:
     print(
-      f'  torch  {torch_ips:9.1f} img/s   ({torch_result["torch_version"]}, channels_last, '
+      f'  torch  {torch_ips:9.1f} img/s   ({torch_result["torch_version"]} on '
+      f'{torch_result["device"]}, channels_last, '
       f'peak RSS {torch_result["peak_rss_mb"]:.0f} MB)'
     )
     print(f'  ratio  {result["ratio"]:9.2f}x')
