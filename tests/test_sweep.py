@@ -94,7 +94,8 @@ def _sweep(tmp_path, *extra):
   )
 
 
-def test_grid_values_every_run_shares_go_to_the_title():
+def test_shared_settings_are_the_grid_values_every_run_has():
+  """What the plot says once in its title and leaves out of the legend."""
   runs = [
     report.RunResult('a', {'model.depth': '20', 'train.num_epochs': '18'}, True, [], []),
     report.RunResult('b', {'model.depth': '56', 'train.num_epochs': '18'}, True, [], []),
