@@ -12,6 +12,7 @@ from resnet_jax.cli import ConfigError
 from resnet_jax.models import create_model
 from resnet_jax.pretrained import layouts
 from tests.data_fixtures import image_folder
+from tests.entry_points import assert_same_state
 
 WIDTH = 8
 
@@ -109,3 +110,21 @@ def test_a_resumed_fine_tune_does_not_need_the_weights_file_again(weights, tmp_p
   )
   with pytest.raises(ConfigError, match='resnet18.safetensors'):  # a new run still needs it
     trainer.train_and_evaluate(finetune_config(path, folder, 'resnet18'), tmp_path / 'new')
+
+
+def test_a_fine_tune_whose_checkpoints_are_all_unreadable_starts_over_from_the_weights(
+  weights, tmp_path
+):
+  """Every step set aside as damaged: the rerun is a new run, pretrained weights included."""
+  folder = image_folder(tmp_path / 'images', per_class=2)
+  config = finetune_config(weights[0], folder, 'resnet18', num_steps=3)
+  trainer.train_and_evaluate(config, tmp_path / 'straight')
+  trainer.train_and_evaluate(config, tmp_path / 'damaged')
+  metrics_file = tmp_path / 'damaged' / 'checkpoints' / '3' / 'metrics' / 'metrics'
+  metrics_file.write_bytes(metrics_file.read_bytes()[:5])  # fails orbax's opening of the run
+
+  trainer.train_and_evaluate(config, tmp_path / 'damaged')
+  assert (tmp_path / 'damaged' / 'checkpoints' / '3.unreadable').is_dir()
+  assert_same_state(
+    _final_state(config, tmp_path / 'damaged'), _final_state(config, tmp_path / 'straight')
+  )
