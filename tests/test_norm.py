@@ -1,8 +1,10 @@
 """GroupBatchNorm: statistics per group of examples, running averages, dtypes."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from resnet_jax.models.norm import GroupBatchNorm
 
@@ -86,3 +88,36 @@ def test_bfloat16_input_keeps_float32_statistics(x_nhwc):
   assert norm.mean[...].dtype == jnp.float32 and norm.scale[...].dtype == jnp.float32
   expected = np.concatenate([_reference(x_nhwc[:4]), _reference(x_nhwc[4:])])
   np.testing.assert_allclose(np.asarray(y, np.float32), expected, atol=5e-2)
+
+
+@pytest.mark.parametrize('train, group_size', [(True, 4), (True, 0), (False, 0)])
+def test_gradients_are_those_of_the_plain_formula(x_nhwc, train, group_size):
+  """multiply_add's written-out backward: the same gradients as autodiff of
+  (x - mean) / sqrt(var + eps) * scale + bias, for x, scale and bias."""
+  norm = GroupBatchNorm(5, group_size=group_size)
+  norm.scale[...] = jnp.linspace(0.5, 2.0, 5)
+  norm.bias[...] = jnp.linspace(-1.0, 1.0, 5)
+  norm.mean[...], norm.var[...] = jnp.linspace(-2.0, 2.0, 5), jnp.linspace(0.5, 3.0, 5)
+  norm.use_running_average = not train
+  cotangent = jnp.asarray(np.random.default_rng(1).normal(size=x_nhwc.shape), jnp.float32)
+
+  def plain(x, scale, bias):
+    if not train:
+      return (x - norm.mean[...]) / jnp.sqrt(norm.var[...] + 1e-5) * scale + bias
+    groups = x.reshape(-1, group_size or len(x), *x.shape[1:])
+    mean = groups.mean(axis=(1, 2, 3), keepdims=True)
+    var = groups.var(axis=(1, 2, 3), keepdims=True)
+    return ((groups - mean) / jnp.sqrt(var + 1e-5) * scale + bias).reshape(x.shape)
+
+  graphdef, _, batch_stats = nnx.split(norm, nnx.Param, nnx.BatchStat)
+  batch_stats = nnx.to_pure_dict(batch_stats)
+
+  def ours(x, scale, bias):
+    return nnx.merge(graphdef, {'scale': scale, 'bias': bias}, batch_stats)(x)
+
+  args = (jnp.asarray(x_nhwc), norm.scale[...], norm.bias[...])
+  want = jax.vjp(plain, *args)[1](cotangent)
+  got = jax.vjp(ours, *args)[1](cotangent)
+  for got_leaf, want_leaf in zip(got, want, strict=True):
+    atol = 1e-4 * np.max(np.abs(want_leaf))
+    np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=atol)

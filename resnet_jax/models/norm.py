@@ -68,7 +68,41 @@ class GroupBatchNorm(nnx.Module):
     """(x - mean) / sqrt(var + eps) * scale + bias, folded into one multiply-add."""
     gain = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
     shift = self.bias[...] - mean * gain
-    return (x.astype(jnp.float32) * gain + shift).astype(x.dtype)
+    return multiply_add(x.astype(jnp.float32), gain, shift).astype(x.dtype)
+
+
+@jax.custom_vjp
+def multiply_add(x: jax.Array, gain: jax.Array, shift: jax.Array) -> jax.Array:
+  """x * gain + shift, with `gain` and `shift` per channel (last axis) and, when they have
+  x's rank, per group (first axis); the gradients are autodiff's, written out.
+
+  Why written out: autodiff multiplies the cotangent by the same full-size broadcast of
+  `gain` as the forward pass, and XLA:CPU then writes that broadcast to memory once for
+  both instead of fusing it into each (one extra activation-sized write and two reads per
+  BatchNorm). Broadcasting the gain to another shape in the backward pass keeps the two
+  apart. Train step, interleaved A/B in one process on the 2-core CPU: ResNet-20 1.06x,
+  ResNet-50 and the scanned ResNet-56 unchanged (1.00x, 1.01x).
+  """
+  return x * gain + shift
+
+
+def _multiply_add_forward(x, gain, shift):
+  return multiply_add(x, gain, shift), (x, gain)
+
+
+def _multiply_add_backward(residuals, dy):
+  x, gain = residuals
+  channels = gain.shape[-1]
+  groups = gain.size // channels
+  per_group = (groups, -1, channels)  # [groups, everything else, channels]
+  gain_g = gain.reshape(groups, 1, channels)
+  dx = (dy.reshape(per_group) * gain_g).reshape(x.shape)
+  dgain = jnp.sum(dy.reshape(per_group) * x.reshape(per_group), axis=1).reshape(gain.shape)
+  dshift = jnp.sum(dy.reshape(per_group), axis=1).reshape(gain.shape)
+  return dx, dgain, dshift
+
+
+multiply_add.defvjp(_multiply_add_forward, _multiply_add_backward)
 
 
 def _variance(x_g: jax.Array, mean_g: jax.Array) -> jax.Array:
