@@ -73,8 +73,8 @@ class GroupBatchNorm(nnx.Module):
 
 @jax.custom_vjp
 def multiply_add(x: jax.Array, gain: jax.Array, shift: jax.Array) -> jax.Array:
-  """x * gain + shift, with `gain` and `shift` per channel (last axis) and, when they have
-  x's rank, per group (first axis); the gradients are autodiff's, written out.
+  """x * gain + shift, with `gain` and `shift` of one shape: per channel (last axis) and,
+  when they have x's rank, per group (first axis); the gradients are autodiff's, written out.
 
   Why written out: autodiff multiplies the cotangent by the same full-size broadcast of
   `gain` as the forward pass, and XLA:CPU then writes that broadcast to memory once for
