@@ -95,10 +95,10 @@ def _multiply_add_backward(residuals, dy):
   channels = gain.shape[-1]
   groups = gain.size // channels
   per_group = (groups, -1, channels)  # [groups, everything else, channels]
-  gain_g = gain.reshape(groups, 1, channels)
-  dx = (dy.reshape(per_group) * gain_g).reshape(x.shape)
-  dgain = jnp.sum(dy.reshape(per_group) * x.reshape(per_group), axis=1).reshape(gain.shape)
-  dshift = jnp.sum(dy.reshape(per_group), axis=1).reshape(gain.shape)
+  dy_g = dy.reshape(per_group)
+  dx = (dy_g * gain.reshape(groups, 1, channels)).reshape(x.shape)
+  dgain = jnp.sum(dy_g * x.reshape(per_group), axis=1).reshape(gain.shape)
+  dshift = jnp.sum(dy_g, axis=1).reshape(gain.shape)
   return dx, dgain, dshift
 
 
