@@ -34,9 +34,6 @@ def get_config(arg: str = '20'):
   config = resnet20_fashion_mnist.get_config()
   config.model.depth = int(depth)
   config.model.shortcut = 'none' if rest == ['plain'] else 'A'
-  # Same parameters and numerics; 2-4x faster for 56 layers on CPU, a little slower for 20.
-  config.model.scan = True
-
   config.train.num_epochs = 3.0  # 1,406 steps
   config.train.log_every = 25
   config.train.eval_every = 234  # six points of the test-error curve

@@ -59,7 +59,7 @@ def get_config(arg: str = 'original'):
   model = config.model
   if depth in BOTTLENECK_DEPTHS:
     model.depth, model.block, model.shortcut = depth, 'bottleneck', 'B'
-    model.scan = True  # the same network, faster to compile (and on CPU to train)
+    model.scan = depth >= resnet_cifar10.SCAN_DEPTH  # as resnet_cifar10 does for its depths
   if one_layer:
     model.block = 'one_layer'  # 3 x 36 units + 2 = 110 layers
   for field, value in VARIANTS[variant].items():
