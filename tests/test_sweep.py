@@ -1,11 +1,12 @@
 """The sweep runner: grid points and names, a tiny grid run half then resumed, the table."""
 
 import json
+import sys
 
 import pytest
 
 from configs import default
-from resnet_jax.analysis import grid, plots, report
+from resnet_jax.analysis import grid, plots, report, run_record
 from tests.entry_points import TINY, run
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -123,7 +124,7 @@ def test_a_half_done_grid_resumes_and_reports(tmp_path):
   assert len(rows) == 2 and all('(not finished)' not in row for row in rows)
   assert '| 4 |' in rows[0]  # steps
   assert (tmp_path / 'sweep' / 'results.png').stat().st_size > 1000
-  record = json.loads((tmp_path / 'sweep' / 'shortcut-none' / grid.RUN_RECORD).read_text())
+  record = json.loads((tmp_path / 'sweep' / 'shortcut-none' / run_record.FILENAME).read_text())
   assert record['status'] == 'done' and record['attempts'] == 1
 
 
@@ -134,3 +135,22 @@ def test_a_failing_point_is_reported_and_the_sweep_fails(tmp_path):
   assert '1 point(s) failed: shortcut-none' in result.stderr
   log = (tmp_path / 'sweep' / 'shortcut-none' / 'train.log').read_text()
   assert '6n+2' in log
+
+
+def test_a_running_point_keeps_its_wall_time_on_record(tmp_path):
+  """A sweep killed mid-run leaves a readable record with the attempt's time so far."""
+  workdir = tmp_path / 'point'
+  workdir.mkdir()
+  record_path = workdir / run_record.FILENAME
+  record_path.write_text(json.dumps({'status': 'running', 'attempts': 1, 'wall_seconds': 100.0}))
+  peek = f'import time; time.sleep(1); print(open({str(record_path)!r}).read())'
+
+  assert run_record.run([sys.executable, '-c', peek], workdir, record_every=0.1) == 0
+
+  while_running = json.loads((workdir / 'train.log').read_text())
+  assert while_running['status'] == 'running' and while_running['attempts'] == 2
+  assert while_running['wall_seconds'] > 100.2  # rewritten during the attempt, not at start only
+  finished = run_record.read(workdir)
+  assert finished['status'] == 'done' and finished['attempts'] == 2
+  assert finished['wall_seconds'] >= 101.0  # the killed attempt's 100 s, then this one's
+  assert not (workdir / f'{run_record.FILENAME}.partial').exists()

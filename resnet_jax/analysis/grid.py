@@ -10,8 +10,6 @@ import dataclasses
 import itertools
 import re
 
-RUN_RECORD = 'sweep.json'  # in a point's workdir: its command, status and wall time
-
 
 @dataclasses.dataclass(frozen=True)
 class Point:

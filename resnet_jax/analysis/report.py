@@ -5,7 +5,6 @@ curves are those records against the step, as in He et al. 2015's Figures 4 and 
 """
 
 import dataclasses
-import json
 import os
 import platform
 
@@ -14,7 +13,7 @@ from etils import epath
 from flax import nnx
 
 from resnet_jax import checkpoint, metrics
-from resnet_jax.analysis.grid import RUN_RECORD
+from resnet_jax.analysis import run_record
 from resnet_jax.models.resnet import create_model
 from resnet_jax.models.summary import count_params, summarize
 
@@ -92,8 +91,7 @@ def model_size(config) -> tuple[int, int]:
 
 def load_run(workdir, name: str, overrides: dict[str, str]) -> RunResult:
   workdir = epath.Path(workdir)
-  record_path = workdir / RUN_RECORD
-  record = json.loads(record_path.read_text()) if record_path.exists() else {}
+  record = run_record.read(workdir)
   result = RunResult(
     name=name,
     overrides=overrides,

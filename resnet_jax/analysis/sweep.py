@@ -14,22 +14,19 @@ table) and `--out`.png (the error curves) are written.
 Several hosts: `--print_commands` prints one train.py command per pending point, to hand
 to a scheduler; or each of n hosts sharing the workdir runs `--shard=i/n`. Afterwards
 `--report_only` writes the table and curves from what has finished.
-The wall time of a run adds up the attempts this runner saw end.
+The wall time of a run adds up its attempts, a running one's recorded every minute
+(`run_record`), so a sweep that is killed loses at most that.
 """
 
 import datetime
-import json
-import os
 import pathlib
 import shlex
-import subprocess
 import sys
-import time
 
 from absl import flags
 
 from resnet_jax import cli
-from resnet_jax.analysis import grid
+from resnet_jax.analysis import grid, run_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -53,33 +50,6 @@ def train_command(config: str, point: grid.Point, shared: list[str], workdir) ->
     *overrides,
     f'--workdir={workdir}',
   ]
-
-
-def _read_record(workdir: pathlib.Path) -> dict:
-  path = workdir / grid.RUN_RECORD
-  return json.loads(path.read_text()) if path.exists() else {}
-
-
-def is_done(workdir: pathlib.Path) -> bool:
-  return _read_record(workdir).get('status') == 'done'
-
-
-def run_point(command: list[str], workdir: pathlib.Path) -> int:
-  """Runs one point to its end (or failure), its output appended to workdir/train.log."""
-  workdir.mkdir(parents=True, exist_ok=True)
-  record = _read_record(workdir)
-  start = time.monotonic()
-  env = {'TF_CPP_MIN_LOG_LEVEL': '2', **os.environ}
-  with (workdir / 'train.log').open('a') as log:
-    returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-  record.update(
-    command=shlex.join(command),
-    status='done' if returncode == 0 else f'failed (exit status {returncode})',
-    wall_seconds=record.get('wall_seconds', 0.0) + time.monotonic() - start,
-    attempts=record.get('attempts', 0) + 1,
-  )
-  (workdir / grid.RUN_RECORD).write_text(json.dumps(record, indent=2) + '\n')
-  return returncode
 
 
 def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, panel_by: str | None):
@@ -137,14 +107,14 @@ def main(argv):
   for i, point in enumerate([] if _REPORT_ONLY.value else mine):
     workdir = root / point.name
     command = train_command(_CONFIG.value, point, _SET.value, workdir)
-    if is_done(workdir):
+    if run_record.is_done(workdir):
       print(f'[{i + 1}/{len(mine)}] {point.name}: done, skipped', flush=True)
       continue
     if _PRINT.value:
       print(shlex.join(command), flush=True)
       continue
     print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
-    if run_point(command, workdir):
+    if run_record.run(command, workdir):
       failed.append(point.name)
       print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
   if not _PRINT.value:
