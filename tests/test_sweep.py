@@ -124,7 +124,7 @@ def test_a_half_done_grid_resumes_and_reports(tmp_path):
   assert len(rows) == 2 and all('(not finished)' not in row for row in rows)
   assert '| 4 |' in rows[0]  # steps
   assert (tmp_path / 'sweep' / 'results.png').stat().st_size > 1000
-  record = json.loads((tmp_path / 'sweep' / 'shortcut-none' / run_record.FILENAME).read_text())
+  record = run_record.read(tmp_path / 'sweep' / 'shortcut-none')
   assert record['status'] == 'done' and record['attempts'] == 1
 
 
