@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from configs import default
-from resnet_jax.analysis import grid, plots, report, run_record
+from resnet_jax.analysis import grid, report, run_record
 from tests.entry_points import TINY, run
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -82,6 +82,20 @@ def test_training_error_averages_the_final_tenth_of_the_steps_by_window_length()
   assert report.RunResult('run', {}, True, train_curve=[], test_curve=[]).train_error is None
 
 
+def test_the_window_table_gives_each_run_its_error_per_span_of_the_longest_run():
+  shared = {'train.num_epochs': '30'}
+  deep = report.RunResult('a', {'model.depth': '56', **shared}, True, [(50, 40.0), (100, 20.0)], [])
+  # Logged at 30 and 60: (30, 60] at 10% straddles the span boundary at 50.
+  half = report.RunResult('b', {'model.depth': '20', **shared}, False, [(30, 30.0), (60, 10.0)], [])
+  table = report.window_table([deep, half], windows=2).splitlines()
+  assert table[0] == '| model.depth | 0-50 | 50-100 |'
+  assert table[2] == '| 56 | 40.00 | 20.00 |'
+  assert table[3] == f'| 20 | {(30 * 30 + 20 * 10) / 50:.2f} | - |'  # (50, 100] not reached
+  assert deep.mean_train_error(25, 75) == pytest.approx(30.0)
+  short = report.RunResult('c', {}, True, [(2, 50.0), (3, 10.0)], [])
+  assert report.window_table([short], windows=10).splitlines()[2] == '| 50.00 | 50.00 | 10.00 |'
+
+
 def _sweep(tmp_path, *extra):
   """The sweep over TINY's run: its --config, and its overrides as --set."""
   config_flag, *overrides = TINY
@@ -101,9 +115,9 @@ def test_shared_settings_are_the_grid_values_every_run_has():
     report.RunResult('a', {'model.depth': '20', 'train.num_epochs': '18'}, True, [], []),
     report.RunResult('b', {'model.depth': '56', 'train.num_epochs': '18'}, True, [], []),
   ]
-  assert plots.shared_settings(runs) == {'train.num_epochs': '18'}
-  assert plots.shared_settings(runs[:1]) == runs[0].overrides
-  assert plots.shared_settings([]) == {}
+  assert report.shared_settings(runs) == {'train.num_epochs': '18'}
+  assert report.shared_settings(runs[:1]) == runs[0].overrides
+  assert report.shared_settings([]) == {}
 
 
 def test_a_half_done_grid_resumes_and_reports(tmp_path):
@@ -119,10 +133,12 @@ def test_a_half_done_grid_resumes_and_reports(tmp_path):
   assert second.returncode == 0, second.stderr
   assert 'shortcut-A: done, skipped' in second.stdout
   assert 'shortcut-none: running' in second.stdout
-  table = (tmp_path / 'sweep' / 'results.md').read_text()
+  text = (tmp_path / 'sweep' / 'results.md').read_text()
+  table, by_span = text.split('equal spans of the steps')
   rows = [line for line in table.splitlines() if line.startswith('| A') or line.startswith('| n')]
   assert len(rows) == 2 and all('(not finished)' not in row for row in rows)
   assert '| 4 |' in rows[0]  # steps
+  assert '| model.shortcut | 0-1 | 1-2 | 2-3 | 3-4 |' in by_span  # 4 steps: 4 spans, not 10
   assert (tmp_path / 'sweep' / 'results.png').stat().st_size > 1000
   record = run_record.read(tmp_path / 'sweep' / 'shortcut-none')
   assert record['status'] == 'done' and record['attempts'] == 1

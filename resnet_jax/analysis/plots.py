@@ -6,19 +6,12 @@ import matplotlib
 matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # noqa: E402
 
-from resnet_jax.analysis.report import RunResult  # noqa: E402
+from resnet_jax.analysis.report import RunResult, shared_settings  # noqa: E402
 
 
 def _settings(overrides: dict[str, str], hidden=()) -> str:
   shown = [(k.rsplit('.', 1)[-1], v) for k, v in overrides.items() if k not in hidden]
   return ', '.join(f'{k}={v}' for k, v in shown)
-
-
-def shared_settings(results: list[RunResult]) -> dict[str, str]:
-  """The grid values every run has (a grid axis of one value): said once, in the title,
-  rather than in every line's label."""
-  first = results[0].overrides if results else {}
-  return {k: v for k, v in first.items() if all(r.overrides.get(k) == v for r in results)}
 
 
 def _top(results: list[RunResult]) -> float:

@@ -5,6 +5,7 @@ curves are those records against the step, as in He et al. 2015's Figures 4 and 
 """
 
 import dataclasses
+import itertools
 import os
 import platform
 
@@ -27,6 +28,8 @@ ERRORS_NOTE = (
   f'{FINAL_FRACTION:.0%} of the steps, each logged window weighted by its steps. Test error: '
   'the last evaluation of the eval split (at the final step).'
 )
+# The second table splits the steps into this many spans, one training error each.
+WINDOWS = 10
 
 
 @dataclasses.dataclass
@@ -42,19 +45,28 @@ class RunResult:
   params: int | None = None
   macs: int | None = None
 
+  def mean_train_error(self, start: float, end: float) -> float | None:
+    """The training error over steps (start, end], each logged window weighted by its steps.
+
+    None unless the logged windows cover all of (start, end].
+    """
+    if not self.train_curve or self.train_curve[-1][0] < end:
+      return None
+    weighted, steps, previous = 0.0, 0.0, 0
+    for step, error in self.train_curve:  # each logs the window (previous, step]
+      overlap = min(step, end) - max(previous, start)
+      if overlap > 0:
+        weighted, steps = weighted + overlap * error, steps + overlap
+      previous = step
+    return weighted / steps
+
   @property
   def train_error(self) -> float | None:
     """The mean of the training error over the last FINAL_FRACTION of the steps."""
     if not self.train_curve:
       return None
-    start = self.train_curve[-1][0] * (1 - FINAL_FRACTION)
-    weighted, steps, previous = 0.0, 0.0, 0
-    for step, error in self.train_curve:  # each logs the window (previous, step]
-      if step > start:
-        overlap = step - max(previous, start)
-        weighted, steps = weighted + overlap * error, steps + overlap
-      previous = step
-    return weighted / steps
+    last = self.train_curve[-1][0]
+    return self.mean_train_error(last * (1 - FINAL_FRACTION), last)
 
   @property
   def test_error(self) -> float | None:
@@ -126,6 +138,34 @@ def markdown_table(results: list[RunResult]) -> str:
       str(r.steps),
       wall,
     ]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def shared_settings(results: list[RunResult]) -> dict[str, str]:
+  """The grid values every run has (a grid axis of one value): said once (the plot's title,
+  the first table) rather than for every run."""
+  first = results[0].overrides if results else {}
+  return {k: v for k, v in first.items() if all(r.overrides.get(k) == v for r in results)}
+
+
+def window_table(results: list[RunResult], windows: int = WINDOWS) -> str:
+  """Each run's training error in each of `windows` equal spans of the longest run's steps.
+
+  Where the grid asks whether one network passes another (He et al. 2015's Figure 6), this
+  says in which span it does, without reading the curves; a span a run has not finished is '-'.
+  The grid values all runs share are left out (the first table has them).
+  """
+  steps = max((r.steps for r in results), default=0)
+  edges = (round(steps * i / windows) for i in range(windows + 1))
+  spans = [(a, b) for a, b in itertools.pairwise(edges) if a < b]  # fewer if steps < windows
+  shared = shared_settings(results)
+  keys = [k for k in results[0].overrides if k not in shared] if len(results) > 1 else list(shared)
+  header = [*keys, *(f'{a}-{b}' for a, b in spans)]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for r in results:
+    errors = (r.mean_train_error(a, b) for a, b in spans)
+    cells = [*(r.overrides[k] for k in keys), *(_number(e, '.2f') for e in errors)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

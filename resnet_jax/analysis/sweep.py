@@ -82,6 +82,10 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
       '',
       report.ERRORS_NOTE,
       '',
+      f'Training error % in {report.WINDOWS} equal spans of the steps (averaged as above):',
+      '',
+      report.window_table(results),
+      '',
       f'![error curves]({png.name})',
       '',
     ]
