@@ -80,6 +80,7 @@ def test_training_error_averages_the_final_tenth_of_the_steps_by_window_length()
   )
   assert straddling.train_error == pytest.approx(60.0)
   assert report.RunResult('run', {}, True, train_curve=[], test_curve=[]).train_error is None
+  assert result.mean_train_error(500, 500) is None  # an empty span has no error
 
 
 def test_the_window_table_gives_each_run_its_error_per_span_of_the_longest_run():

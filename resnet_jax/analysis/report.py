@@ -48,9 +48,9 @@ class RunResult:
   def mean_train_error(self, start: float, end: float) -> float | None:
     """The training error over steps (start, end], each logged window weighted by its steps.
 
-    None unless the logged windows cover all of (start, end].
+    None for an empty span, or unless the logged windows cover all of (start, end].
     """
-    if not self.train_curve or self.train_curve[-1][0] < end:
+    if end <= start or not self.train_curve or self.train_curve[-1][0] < end:
       return None
     weighted, steps, previous = 0.0, 0.0, 0
     for step, error in self.train_curve:  # each logs the window (previous, step]
