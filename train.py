@@ -3,7 +3,8 @@
   python train.py --config=configs/resnet20_fashion_mnist.py --workdir=runs/default
   python train.py --config=configs/default.py --config.model.depth=56 --workdir=runs/r56
 
-Restarting the same command on the same workdir continues the run. Several
+Restarting the same command on the same workdir continues the run; one stopped on
+notice (SIGTERM, Ctrl-C) saves a checkpoint first and exits 75 (`cli.EXIT_STOPPED`). Several
 processes (multi-host): pass --coordinator_address/--num_processes/--process_id,
 or let JAX read the cluster's environment (Slurm, Open MPI, Cloud TPU).
 """
@@ -31,7 +32,9 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from resnet_jax import trainer  # Here, not above: a mistyped flag fails before TF loads.
 
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value) is None:
+    return cli.EXIT_STOPPED
+  return 0
 
 
 if __name__ == '__main__':

@@ -11,6 +11,10 @@ and exit status 2:
 
 A `RunError` (a run that cannot go on: a non-finite loss, a failed checkpoint
 save) ends the same way with exit status 1. `--verbose` shows the traceback too.
+A run stopped on notice (SIGTERM, Ctrl-C) with its checkpoint saved exits with
+EXIT_STOPPED, 75 (sysexits' EX_TEMPFAIL): not 0, so that a scheduler which restarts
+failed jobs (a Kubernetes Job, a Slurm requeue) restarts it, and a sweep does not
+take it for finished.
 """
 
 import json
@@ -24,6 +28,7 @@ from ml_collections import config_dict, config_flags
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_ERROR = 1
+EXIT_STOPPED = 75
 _CONFIG_FLAGS = []  # The names given to define_config_flag, checked after parsing.
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of an error, not one line.')
 
@@ -119,16 +124,16 @@ def _exit(message: str, error: Exception | None = None, status: int = EXIT_CONFI
   sys.exit(status)
 
 
-def run(main: Callable[[list[str]], None]):
+def run(main: Callable[[list[str]], int | None]):
   """`app.run(main)` with one-line errors for config and run problems (see module doc), and
-  absl logging at WARNING unless --verbosity is given."""
+  absl logging at WARNING unless --verbosity is given. What main returns is the exit status."""
 
   def guarded(argv):
     if not flags.FLAGS['verbosity'].present:
       # orbax logs each save step by step at INFO; keep the console to our own lines.
       logging.set_verbosity(logging.WARNING)
     try:
-      main(argv)
+      return main(argv)
     except (ConfigError, RunError) as e:
       status = EXIT_CONFIG_ERROR if isinstance(e, ConfigError) else EXIT_RUN_ERROR
       _exit(str(e), e if _VERBOSE.value else None, status)

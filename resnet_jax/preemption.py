@@ -2,8 +2,8 @@
 job) or SIGINT (Ctrl-C).
 
 The training loop asks `reached(step)` after each step; on True it saves a
-checkpoint of that step and returns, the process exits 0, and the same command
-started again resumes the run.
+checkpoint of that step and returns, train.py exits 75 (`cli.EXIT_STOPPED`), and
+the same command started again resumes the run.
 
 One process: the signal handler only sets a flag. Several processes must stop
 at the same step, or the next step's collectives would wait forever for the

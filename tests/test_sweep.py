@@ -1,13 +1,18 @@
 """The sweep runner: grid points and names, a tiny grid run half then resumed, the table."""
 
 import json
+import signal
+import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from configs import default
+from resnet_jax import cli
 from resnet_jax.analysis import grid, report, run_record
-from tests.entry_points import TINY, run
+from tests.entry_points import TINY, run, start
 
 SWEEP = '-m resnet_jax.analysis.sweep'
 
@@ -97,17 +102,20 @@ def test_the_window_table_gives_each_run_its_error_per_span_of_the_longest_run()
   assert report.window_table([short], windows=10).splitlines()[2] == '| 50.00 | 50.00 | 10.00 |'
 
 
-def _sweep(tmp_path, *extra):
+def _sweep_args(tmp_path, *extra) -> list[str]:
   """The sweep over TINY's run: its --config, and its overrides as --set."""
   config_flag, *overrides = TINY
-  return run(
-    SWEEP,
+  return [
     config_flag,
     *(f'--set={arg.removeprefix("--config.")}' for arg in overrides),
     '--grid=model.shortcut=A,none',
     f'--workdir={tmp_path / "sweep"}',
     *extra,
-  )
+  ]
+
+
+def _sweep(tmp_path, *extra):
+  return run(SWEEP, *_sweep_args(tmp_path, *extra))
 
 
 def test_shared_settings_are_the_grid_values_every_run_has():
@@ -171,3 +179,50 @@ def test_a_running_point_keeps_its_wall_time_on_record(tmp_path):
   assert finished['status'] == 'done' and finished['attempts'] == 2
   assert finished['wall_seconds'] >= 101.0  # the killed attempt's 100 s, then this one's
   assert not (workdir / f'{run_record.FILENAME}.partial').exists()
+
+
+def _wait_for(path, text: str, process: subprocess.Popen, timeout: float = 240.0):
+  deadline = time.monotonic() + timeout
+  while not (path.exists() and text in path.read_text()):
+    assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+    time.sleep(0.2)
+
+
+def test_a_sigterm_stops_the_running_point_with_a_checkpoint_and_the_sweep_with_75(tmp_path):
+  sweep = start(SWEEP, *_sweep_args(tmp_path, '--set=train.num_steps=100000'))
+  point = tmp_path / 'sweep' / 'shortcut-A'
+  _wait_for(point / 'train.log', 'step 2/100000', sweep)
+  sweep.send_signal(signal.SIGTERM)  # To the sweep alone, as a container's first process.
+  output = sweep.communicate(timeout=240)[0]
+
+  assert sweep.returncode == cli.EXIT_STOPPED, output[-3000:]
+  assert 'shortcut-A: stopped with its checkpoint' in output
+  assert 'shortcut-none' not in output and not (tmp_path / 'sweep' / 'shortcut-none').exists()
+  assert 'SIGTERM: stopped after step' in (point / 'train.log').read_text()
+  assert run_record.read(point)['status'] == 'stopped'
+  assert list((point / 'checkpoints').iterdir())
+  pending = _sweep(tmp_path, '--set=train.num_steps=100000', '--print_commands')
+  assert '--config.model.shortcut=A' in pending.stdout  # Not skipped: it resumes.
+
+
+@pytest.mark.parametrize('notice', [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm(tmp_path, notice):
+  before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  ready = tmp_path / 'ready'
+  child = (
+    'import pathlib, signal, sys, time\n'
+    'signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))\n'
+    f'pathlib.Path({str(ready)!r}).touch()\n'
+    'time.sleep(60)\n'
+    'sys.exit(1)\n'
+  )
+
+  def notify_when_ready():
+    while not ready.exists():
+      time.sleep(0.05)
+    signal.raise_signal(notice)
+
+  threading.Thread(target=notify_when_ready, daemon=True).start()
+  assert run_record.run([sys.executable, '-c', child], tmp_path, record_every=0.1) == 75
+  assert run_record.read(tmp_path)['status'] == 'stopped'
+  assert {s: signal.getsignal(s) for s in before} == before

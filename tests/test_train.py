@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from resnet_jax import checkpoint, metrics, parallel, trainer
+from resnet_jax import checkpoint, cli, metrics, parallel, trainer
 from tests.entry_points import (
   assert_same_state,
   environment,
@@ -157,7 +157,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_signal_saves_exits_0_and_the_same_command_finishes_the_same_run(
+def test_signal_saves_exits_75_and_the_same_command_finishes_the_same_run(
   uninterrupted, tmp_path, signum
 ):
   args = [*RESUMABLE, f'--workdir={tmp_path}']
@@ -165,7 +165,7 @@ def test_signal_saves_exits_0_and_the_same_command_finishes_the_same_run(
   read_until(process, 'step 4/12')
   process.send_signal(signum)
   output = read_until(process, 'stopped after step')
-  assert process.wait(timeout=120) == 0, output
+  assert process.wait(timeout=120) == cli.EXIT_STOPPED, output
   stopped = int(
     re.search(rf'{signum.name}: stopped after step (\d+) with its checkpoint', output)[1]
   )
@@ -299,7 +299,7 @@ def test_sigterm_to_one_host_stops_both_at_the_same_step(tmp_path):
   read_until(first, 'step 3/12')
   second.send_signal(signal.SIGTERM)
   output = read_until(first, 'stopped after step')
-  assert [p.wait(timeout=120) for p in (first, second)] == [0, 0], output
+  assert [p.wait(timeout=120) for p in (first, second)] == [cli.EXIT_STOPPED] * 2, output
   stopped = int(re.search(r'a preemption notice: stopped after step (\d+)', output)[1])
   assert checkpoint.Checkpointer(tmp_path / 'checkpoints', read_only=True).latest_step() == stopped
   again = two_hosts(args)

@@ -1,10 +1,15 @@
 """A sweep point's run and its record, `sweep.json` in the point's workdir.
 
-The record holds the train.py command, the status ('running', 'done' or 'failed (exit
-status N)'), the number of attempts and the wall time of all of them. A running
-attempt's wall time is rewritten every `record_every` seconds, and each write replaces
-the file whole, so a sweep killed mid-run (preemption, a session's end) leaves a
+The record holds the train.py command, the status ('running', 'done', 'stopped' or
+'failed (exit status N)'), the number of attempts and the wall time of all of them. A
+running attempt's wall time is rewritten every `record_every` seconds, and each write
+replaces the file whole, so a sweep killed mid-run (a session's end, kill -9) leaves a
 readable record that lacks at most that much time.
+
+A SIGTERM or SIGINT to the sweep while a point runs is passed on to its train.py as a
+SIGTERM, which saves a checkpoint and exits 75: the point is 'stopped', to resume. (A
+container's first process gets a scheduler's SIGTERM alone; Ctrl-C in a terminal
+reaches train.py too, and a SIGTERM after a SIGINT is not a second notice.)
 """
 
 import contextlib
@@ -12,8 +17,12 @@ import json
 import os
 import pathlib
 import shlex
+import signal
 import subprocess
+import threading
 import time
+
+from resnet_jax import cli
 
 FILENAME = 'sweep.json'
 
@@ -34,8 +43,30 @@ def is_done(workdir: pathlib.Path) -> bool:
   return read(workdir).get('status') == 'done'
 
 
+@contextlib.contextmanager
+def _notices_passed_to(process: subprocess.Popen):
+  """While inside, a SIGTERM or SIGINT to this process is sent on to `process` as SIGTERM."""
+  if threading.current_thread() is not threading.main_thread():  # Handlers live there only.
+    yield
+    return
+  notices = (signal.SIGTERM, signal.SIGINT)
+  previous = {s: signal.signal(s, lambda *_: process.send_signal(signal.SIGTERM)) for s in notices}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
+def _status(returncode: int) -> str:
+  if returncode == 0:
+    return 'done'
+  return 'stopped' if returncode == cli.EXIT_STOPPED else f'failed (exit status {returncode})'
+
+
 def run(command: list[str], workdir: pathlib.Path, record_every: float = 60.0) -> int:
-  """Runs one point to its end (or failure), its output appended to workdir/train.log."""
+  """Runs one point to its end, failure or stop, its output appended to workdir/train.log;
+  returns its exit status."""
   workdir.mkdir(parents=True, exist_ok=True)
   record = read(workdir)
   earlier_seconds = record.get('wall_seconds', 0.0)
@@ -45,14 +76,12 @@ def run(command: list[str], workdir: pathlib.Path, record_every: float = 60.0) -
   with (workdir / 'train.log').open('a') as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     returncode = None
-    while returncode is None:
-      record.update(status='running', wall_seconds=earlier_seconds + time.monotonic() - start)
-      _write(workdir, record)
-      with contextlib.suppress(subprocess.TimeoutExpired):
-        returncode = process.wait(timeout=record_every)
-  record.update(
-    status='done' if returncode == 0 else f'failed (exit status {returncode})',
-    wall_seconds=earlier_seconds + time.monotonic() - start,
-  )
+    with _notices_passed_to(process):
+      while returncode is None:
+        record.update(status='running', wall_seconds=earlier_seconds + time.monotonic() - start)
+        _write(workdir, record)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+          returncode = process.wait(timeout=record_every)
+  record.update(status=_status(returncode), wall_seconds=earlier_seconds + time.monotonic() - start)
   _write(workdir, record)
   return returncode

@@ -15,7 +15,8 @@ Several hosts: `--print_commands` prints one train.py command per pending point,
 to a scheduler; or each of n hosts sharing the workdir runs `--shard=i/n`. Afterwards
 `--report_only` writes the table and curves from what has finished.
 The wall time of a run adds up its attempts, a running one's recorded every minute
-(`run_record`), so a sweep that is killed loses at most that.
+(`run_record`), so a sweep that is killed loses at most that. A SIGTERM or Ctrl-C stops
+the running point with a checkpoint (train.py exits 75) and the sweep with it, exit 75.
 """
 
 import datetime
@@ -118,7 +119,15 @@ def main(argv):
       print(shlex.join(command), flush=True)
       continue
     print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
-    if run_record.run(command, workdir):
+    returncode = run_record.run(command, workdir)
+    if returncode == cli.EXIT_STOPPED:  # A notice (preemption): leave now, no report.
+      print(
+        f'[{i + 1}/{len(mine)}] {point.name}: stopped with its checkpoint; '
+        'the same command resumes the sweep',
+        flush=True,
+      )
+      return cli.EXIT_STOPPED
+    if returncode:
       failed.append(point.name)
       print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
   if not _PRINT.value:
