@@ -12,8 +12,8 @@ and exit status 2:
 A `RunError` (a run that cannot go on: a non-finite loss, a failed checkpoint
 save) ends the same way with exit status 1. `--verbose` shows the traceback too.
 A run stopped on notice (SIGTERM, Ctrl-C) with its checkpoint saved exits with
-EXIT_STOPPED, 75 (sysexits' EX_TEMPFAIL): not 0, so that a scheduler which restarts
-failed jobs (a Kubernetes Job, a Slurm requeue) restarts it, and a sweep does not
+EXIT_STOPPED, 75 (sysexits' EX_TEMPFAIL): not 0, so that what restarts failed jobs
+(a Kubernetes Job, a retry loop in a job script) restarts it, and a sweep does not
 take it for finished.
 """
 
