@@ -206,12 +206,19 @@ def test_a_sigterm_stops_the_running_point_with_a_checkpoint_and_the_sweep_with_
 
 
 @pytest.mark.parametrize('notice', [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm(tmp_path, notice):
+@pytest.mark.parametrize(
+  'on_sigterm',
+  ['signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))', 'pass'],
+  ids=['exits_75', 'killed_while_starting'],
+)
+def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
+  tmp_path, notice, on_sigterm
+):
   before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
   ready = tmp_path / 'ready'
   child = (
     'import pathlib, signal, sys, time\n'
-    'signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))\n'
+    f'{on_sigterm}\n'
     f'pathlib.Path({str(ready)!r}).touch()\n'
     'time.sleep(60)\n'
     'sys.exit(1)\n'

@@ -9,7 +9,9 @@ readable record that lacks at most that much time.
 A SIGTERM or SIGINT to the sweep while a point runs is passed on to its train.py as a
 SIGTERM, which saves a checkpoint and exits 75: the point is 'stopped', to resume. (A
 container's first process gets a scheduler's SIGTERM alone; Ctrl-C in a terminal
-reaches train.py too, and a SIGTERM after a SIGINT is not a second notice.)
+reaches train.py too, and a SIGTERM after a SIGINT is not a second notice.) A train.py
+that the notice ended another way (still starting, before it watches for signals) is
+'stopped' as well: nothing of it failed.
 """
 
 import contextlib
@@ -45,14 +47,21 @@ def is_done(workdir: pathlib.Path) -> bool:
 
 @contextlib.contextmanager
 def _notices_passed_to(process: subprocess.Popen):
-  """While inside, a SIGTERM or SIGINT to this process is sent on to `process` as SIGTERM."""
+  """While inside, a SIGTERM or SIGINT to this process is sent on to `process` as SIGTERM;
+  yields the list of the notices received."""
+  received = []
   if threading.current_thread() is not threading.main_thread():  # Handlers live there only.
-    yield
+    yield received
     return
-  notices = (signal.SIGTERM, signal.SIGINT)
-  previous = {s: signal.signal(s, lambda *_: process.send_signal(signal.SIGTERM)) for s in notices}
+
+  def pass_on(signum, frame):
+    del frame
+    received.append(signum)
+    process.send_signal(signal.SIGTERM)
+
+  previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
-    yield
+    yield received
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
@@ -76,12 +85,14 @@ def run(command: list[str], workdir: pathlib.Path, record_every: float = 60.0) -
   with (workdir / 'train.log').open('a') as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     returncode = None
-    with _notices_passed_to(process):
+    with _notices_passed_to(process) as notices:
       while returncode is None:
         record.update(status='running', wall_seconds=earlier_seconds + time.monotonic() - start)
         _write(workdir, record)
         with contextlib.suppress(subprocess.TimeoutExpired):
           returncode = process.wait(timeout=record_every)
+  if notices and returncode != 0:
+    returncode = cli.EXIT_STOPPED
   record.update(status=_status(returncode), wall_seconds=earlier_seconds + time.monotonic() - start)
   _write(workdir, record)
   return returncode
