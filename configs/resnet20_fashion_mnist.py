@@ -5,9 +5,9 @@ the embedded default that `make train` runs.
   python train.py --config=configs/resnet20_fashion_mnist.py --workdir=runs/default
   python evaluate.py --workdir=runs/default
 
-Measured (2026-11-29, `make train` from a fresh clone on 2 CPU cores, no
-accelerator): 13 min 55 s in all (venv, prepare, 1,872 steps at ~340 img/s,
-evaluation), 90.46% test top-1 (top-5 99.85%). Target: >= 90% within about 15
+Measured (2026-11-30, `make train` from a fresh clone on 2 CPU cores, no
+accelerator): 11 min 41 s in all (venv, prepare, 1,872 steps at ~430 img/s,
+evaluation), 90.62% test top-1 (top-5 99.88%). Target: >= 90% within about 15
 minutes; the Fashion-MNIST benchmark lists ResNet-18 at ~94.9%. With
 `--config.train.num_epochs=15`: 93.10% in 45 minutes (docs/results/resnet20_fashion_mnist.md).
 Recipe: the paper's CIFAR-10 recipe (SGD, momentum 0.9, weight decay 1e-4,
