@@ -182,9 +182,12 @@ def test_a_running_point_keeps_its_wall_time_on_record(tmp_path):
 
 
 def _wait_for(path, text: str, process: subprocess.Popen, timeout: float = 240.0):
+  """Until `path` holds `text`; fails (the process killed) when it ends or time is up."""
   deadline = time.monotonic() + timeout
   while not (path.exists() and text in path.read_text()):
-    assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+    if process.poll() is not None or time.monotonic() > deadline:
+      process.kill()
+      raise AssertionError(f'no {text!r} in {path}:\n{process.communicate()[0][-3000:]}')
     time.sleep(0.2)
 
 
