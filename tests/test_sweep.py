@@ -211,7 +211,7 @@ def test_a_sigterm_stops_the_running_point_with_a_checkpoint_and_the_sweep_with_
 @pytest.mark.parametrize('notice', [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 @pytest.mark.parametrize(
   'on_sigterm',
-  ['signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))', 'pass'],
+  [f'signal.signal(signal.SIGTERM, lambda *_: sys.exit({cli.EXIT_STOPPED}))', 'pass'],
   ids=['exits_75', 'killed_while_starting'],
 )
 def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
@@ -233,6 +233,7 @@ def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
     signal.raise_signal(notice)
 
   threading.Thread(target=notify_when_ready, daemon=True).start()
-  assert run_record.run([sys.executable, '-c', child], tmp_path, record_every=0.1) == 75
+  returncode = run_record.run([sys.executable, '-c', child], tmp_path, record_every=0.1)
+  assert returncode == cli.EXIT_STOPPED
   assert run_record.read(tmp_path)['status'] == 'stopped'
   assert {s: signal.getsignal(s) for s in before} == before

@@ -21,7 +21,6 @@ import pathlib
 import shlex
 import signal
 import subprocess
-import threading
 import time
 
 from resnet_jax import cli
@@ -48,11 +47,8 @@ def is_done(workdir: pathlib.Path) -> bool:
 @contextlib.contextmanager
 def _notices_passed_to(process: subprocess.Popen):
   """While inside, a SIGTERM or SIGINT to this process is sent on to `process` as SIGTERM;
-  yields the list of the notices received."""
+  yields the list of the notices received. (Python's handlers: main thread only.)"""
   received = []
-  if threading.current_thread() is not threading.main_thread():  # Handlers live there only.
-    yield received
-    return
 
   def pass_on(signum, frame):
     del frame
