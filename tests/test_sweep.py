@@ -152,6 +152,23 @@ def test_a_half_done_grid_resumes_and_reports(tmp_path):
   record = run_record.read(tmp_path / 'sweep' / 'shortcut-none')
   assert record['status'] == 'done' and record['attempts'] == 1
 
+  # The logs beside the report rebuild it without the runs (their checkpoints gone).
+  logs = tmp_path / 'sweep' / 'results_logs'
+  assert sorted(p.name for p in (logs / 'shortcut-A').iterdir()) == [
+    'config.json',
+    'metrics.jsonl',
+    'sweep.json',
+  ]
+  moved = tmp_path / 'elsewhere'
+  logs.rename(moved)
+  (tmp_path / 'sweep').rename(tmp_path / 'gone')
+  args = [arg for arg in _sweep_args(tmp_path) if not arg.startswith('--workdir=')]
+  again = run(SWEEP, *args, f'--workdir={moved}', '--report_only', f'--out={tmp_path / "again"}')
+  assert again.returncode == 0, again.stderr
+  rebuilt = (tmp_path / 'again.md').read_text()
+  tables = [[line for line in t.splitlines() if line.startswith('|')] for t in (text, rebuilt)]
+  assert tables[0] == tables[1] and len(tables[0]) == 8  # both tables, their rows unchanged
+
 
 def test_a_failing_point_is_reported_and_the_sweep_fails(tmp_path):
   result = _sweep(tmp_path, '--set=model.depth=9', '--shard=1/2')

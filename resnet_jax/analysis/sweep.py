@@ -14,6 +14,9 @@ table) and `--out`.png (the error curves) are written.
 Several hosts: `--print_commands` prints one train.py command per pending point, to hand
 to a scheduler; or each of n hosts sharing the workdir runs `--shard=i/n`. Afterwards
 `--report_only` writes the table and curves from what has finished.
+Beside them, `--out`_logs/ gets each point's config, metrics and record (no checkpoints:
+a few hundred KB): commit it with the table, and `--report_only --workdir=`(that folder)
+rewrites both without the runs, on any machine.
 The wall time of a run adds up its attempts, a running one's recorded every minute
 (`run_record`), so a sweep that is killed loses at most that. A SIGTERM or Ctrl-C stops
 the running point with a checkpoint (train.py exits 75) and the sweep with it, exit 75.
@@ -22,6 +25,7 @@ the running point with a checkpoint (train.py exits 75) and the sweep with it, e
 import datetime
 import pathlib
 import shlex
+import shutil
 import sys
 
 from absl import flags
@@ -53,8 +57,23 @@ def train_command(config: str, point: grid.Point, shared: list[str], workdir) ->
   ]
 
 
+def copy_logs(root: pathlib.Path, all_points: list[grid.Point], logs: pathlib.Path):
+  """Each started point's files that its report is made from, into `logs`/<point name>/."""
+  # Here, not above: JAX loads only when a report is made.
+  from resnet_jax import checkpoint, metrics
+
+  if logs.resolve() == root.resolve():  # A report rewritten from the logs themselves.
+    return
+  for point in all_points:
+    for name in (checkpoint.CONFIG_FILE, metrics.METRICS_FILE, run_record.FILENAME):
+      source = root / point.name / name
+      if source.exists():
+        (logs / point.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, logs / point.name / name)
+
+
 def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, panel_by: str | None):
-  """`out`.md (command, machine, date, table) and `out`.png (curves) of every point so far."""
+  """`out`.md (command, machine, date, tables), `out`.png (curves), `out`_logs/ (their data)."""
   # Here, not above: JAX and matplotlib load only when a report is made.
   from resnet_jax import metrics
   from resnet_jax.analysis import plots, report
@@ -62,6 +81,8 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
   results = [report.load_run(root / p.name, p.name, dict(p.overrides)) for p in all_points]
   out_path = pathlib.Path(out)
   out_path.parent.mkdir(parents=True, exist_ok=True)
+  logs = out_path.with_name(f'{out_path.name}_logs')
+  copy_logs(root, all_points, logs)
   png = out_path.with_suffix('.png')
   plots.plot_curves(results, png, panel_by=panel_by, title=f'sweep {root.name}')
   total = sum(r.wall_seconds or 0.0 for r in results)
@@ -88,6 +109,9 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
       report.window_table(results),
       '',
       f'![error curves]({png.name})',
+      '',
+      f"Each run's config, metrics and record: {logs.name}/ (`--report_only "
+      f'--workdir={logs}` rewrites this table and plot from them).',
       '',
     ]
   )
