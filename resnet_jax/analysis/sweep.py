@@ -110,8 +110,8 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
       '',
       f'![error curves]({png.name})',
       '',
-      f"Each run's config, metrics and record: {logs.name}/ (`--report_only "
-      f'--workdir={logs}` rewrites this table and plot from them).',
+      f"Each run's config, metrics and record: {logs.name}/. The command above with "
+      f'`--workdir={logs} --report_only` rewrites this file and the plot from them.',
       '',
     ]
   )
