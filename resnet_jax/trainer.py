@@ -126,6 +126,11 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
   pending, unchecked, eval_result, stop = [], [], None, False
   for step in range(start + 1, total + 1):
     state, step_metrics = train_step(state, parallel.shard_batch(next(train_iter), mesh))
+    if unchecked:
+      # At most this step and the one before in flight: left alone, the host runs up to
+      # `log_every` steps ahead of the device, and a notice stops the run only once those
+      # are computed (minutes of slow steps, past a scheduler's 30-second grace period).
+      jax.block_until_ready(unchecked[-1][1])
     pending.append(step_metrics)
     unchecked.append((step, step_metrics))
     if step == start + 1:  # Rates count from here: the first step includes compilation.

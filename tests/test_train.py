@@ -32,11 +32,14 @@ RESUMABLE = tiny(
 )
 
 # Runs train.py with a fault: FAULT=slow:SECONDS (a pause before each step, time to
-# send signals), kill_in_step:N (SIGKILL while step N computes), kill_in_write:N
-# (SIGKILL once part of checkpoint N is written), kill_before_commit:N (SIGKILL with
-# checkpoint N written, before orbax renames it into place).
+# send signals), lag:SECONDS (a pause on the device after each step, which prints
+# 'device done with step N' first), kill_in_step:N (SIGKILL while step N computes),
+# kill_in_write:N (SIGKILL once part of checkpoint N is written), kill_before_commit:N
+# (SIGKILL with checkpoint N written, before orbax renames it into place).
 _FAULTY_TRAIN_PY = """
 import os, signal, time
+import jax
+from jax.experimental import io_callback
 import train
 from orbax.checkpoint._src.path import atomicity
 from orbax.checkpoint._src.serialization import serialization
@@ -44,6 +47,17 @@ from resnet_jax import cli, train_state
 
 fault, at = os.environ['FAULT'].split(':')
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+def device_lag(step):
+  print(f'device done with step {int(step)}', flush=True)
+  time.sleep(float(at))
+  return step
+
+@jax.jit
+def lagged(state):  # The next step waits for this one's state.step: it runs after the lag.
+  step = io_callback(device_lag, jax.ShapeDtypeStruct((), state.step.dtype), state.step)
+  return state.replace(step=step)
+
 make_train_step = train_state.make_train_step
 write = serialization.async_serialize_from_host
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
@@ -51,11 +65,14 @@ finalize = atomicity.AtomicRenameTemporaryPath.finalize
 def faulty_make_train_step(*args, **kwargs):
   train_step = make_train_step(*args, **kwargs)
   def faulty_step(state, batch):
-    step = int(state.step) + 1
     if fault == 'slow':
       time.sleep(float(at))
+    # Reading the step waits for the one before: only the fault that needs it does.
+    killing = fault == 'kill_in_step' and int(state.step) + 1 == int(at)
     out = train_step(state, batch)
-    if fault == 'kill_in_step' and step == int(at):
+    if fault == 'lag':
+      out = (lagged(out[0]), out[1])
+    if killing:
       kill()
     return out
   return faulty_step
@@ -175,6 +192,21 @@ def test_signal_saves_exits_75_and_the_same_command_finishes_the_same_run(
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'at step {stopped}' in result.stdout
   assert_same_state(restore_state(tmp_path), uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_notice_stops_within_two_steps_of_the_device(tmp_path):
+  """After the step the device is on or the next, not the `log_every` steps the host can queue."""
+  args = tiny(
+    train__num_steps=300, train__log_every=300, train__eval_every=300, train__checkpoint_every=300
+  )
+  process = faulty_train_py('lag:0.5', *args, f'--workdir={tmp_path}')
+  read_until(process, 'device done with step 5\n')
+  process.send_signal(signal.SIGTERM)
+  output = read_until(process, 'stopped after step')
+  assert process.wait(timeout=120) == cli.EXIT_STOPPED, output
+  stopped = int(re.search(r'stopped after step (\d+)', output)[1])
+  assert 5 <= stopped <= 7, output
 
 
 # ------------------------------------------------------------------------------ kill -9
