@@ -11,7 +11,7 @@ import pytest
 
 from configs import default
 from resnet_jax import cli
-from resnet_jax.analysis import grid, report, run_record, sweep
+from resnet_jax.analysis import grid, report, run_record
 from tests.entry_points import TINY, run, start
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -162,8 +162,9 @@ def test_a_half_done_grid_resumes_and_reports(tmp_path):
   moved = tmp_path / 'elsewhere'
   logs.rename(moved)
   (tmp_path / 'sweep').rename(tmp_path / 'gone')
-  points = grid.points([grid.parse_axis('model.shortcut=A,none')])
-  sweep.write_report(moved, points, str(tmp_path / 'again'), panel_by=None)  # --report_only's
+  args = [arg for arg in _sweep_args(tmp_path) if not arg.startswith('--workdir=')]
+  again = run(SWEEP, *args, f'--workdir={moved}', '--report_only', f'--out={tmp_path / "again"}')
+  assert again.returncode == 0, again.stderr
   rebuilt = (tmp_path / 'again.md').read_text()
   tables = [[line for line in t.splitlines() if line.startswith('|')] for t in (text, rebuilt)]
   assert tables[0] == tables[1] and len(tables[0]) == 8  # both tables, their rows unchanged
