@@ -129,7 +129,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     if unchecked:
       # At most this step and the one before in flight: left alone, the host runs up to
       # `log_every` steps ahead of the device, and a notice stops the run only once those
-      # are computed (minutes of slow steps, past a scheduler's 30-second grace period).
+      # are computed (over 50 s of plain-56 steps on 2 CPU cores, past a 30-second grace).
       jax.block_until_ready(unchecked[-1][1])
     pending.append(step_metrics)
     unchecked.append((step, step_metrics))

@@ -101,6 +101,10 @@ def model_size(config) -> tuple[int, int]:
   return count_params(model), macs
 
 
+# What load_run reads in a run's workdir: all a report needs of the run.
+RUN_FILES = (checkpoint.CONFIG_FILE, metrics.METRICS_FILE, run_record.FILENAME)
+
+
 def load_run(workdir, name: str, overrides: dict[str, str]) -> RunResult:
   workdir = epath.Path(workdir)
   record = run_record.read(workdir)

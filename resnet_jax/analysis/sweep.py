@@ -60,12 +60,12 @@ def train_command(config: str, point: grid.Point, shared: list[str], workdir) ->
 def copy_logs(root: pathlib.Path, all_points: list[grid.Point], logs: pathlib.Path):
   """Each started point's files that its report is made from, into `logs`/<point name>/."""
   # Here, not above: JAX loads only when a report is made.
-  from resnet_jax import checkpoint, metrics
+  from resnet_jax.analysis import report
 
   if logs.resolve() == root.resolve():  # A report rewritten from the logs themselves.
     return
   for point in all_points:
-    for name in (checkpoint.CONFIG_FILE, metrics.METRICS_FILE, run_record.FILENAME):
+    for name in report.RUN_FILES:
       source = root / point.name / name
       if source.exists():
         (logs / point.name).mkdir(parents=True, exist_ok=True)
