@@ -1,10 +1,35 @@
-"""Shared test helpers."""
+"""Shared test helpers, and one XLA compilation cache for the whole run."""
 
+import os
+import shutil
 import subprocess
+import tempfile
 
+import jax
 import pytest
 
 from configs import default
+
+CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
+_CREATED_CACHE = pytest.StashKey[str]()  # The cache folder this run made, to remove after.
+
+
+def pytest_configure(config):
+  """Compile each program once per test run, not once per process: the train.py and
+  evaluate.py subprocesses (and xdist's workers, which inherit the variable) build the same
+  tiny networks over and over, and on CPU a threefry draw alone takes seconds to compile
+  per kernel shape. The cache is empty at the start of every run, so a run still compiles
+  everything it executes at least once."""
+  if CACHE_VARIABLE not in os.environ:
+    os.environ[CACHE_VARIABLE] = tempfile.mkdtemp(prefix='resnet_jax_test_xla_cache_')
+    config.stash[_CREATED_CACHE] = os.environ[CACHE_VARIABLE]
+  jax.config.update('jax_compilation_cache_dir', os.environ[CACHE_VARIABLE])
+
+
+def pytest_unconfigure(config):
+  created = config.stash.get(_CREATED_CACHE, None)
+  if created:
+    shutil.rmtree(created, ignore_errors=True)
 
 
 @pytest.fixture
