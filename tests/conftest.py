@@ -18,8 +18,8 @@ def pytest_configure(config):
   """Compile each program once per test run, not once per process: the train.py and
   evaluate.py subprocesses (and xdist's workers, which inherit the variable) build the same
   tiny networks over and over, and on CPU a threefry draw alone takes seconds to compile
-  per kernel shape. The cache is empty at the start of every run, so a run still compiles
-  everything it executes at least once."""
+  per kernel shape. The cache this makes is empty at the start of the run and removed after
+  it; a JAX_COMPILATION_CACHE_DIR already set is used as it is, and kept."""
   if CACHE_VARIABLE not in os.environ:
     os.environ[CACHE_VARIABLE] = tempfile.mkdtemp(prefix='resnet_jax_test_xla_cache_')
     config.stash[_CREATED_CACHE] = os.environ[CACHE_VARIABLE]
