@@ -187,7 +187,8 @@ def test_a_running_point_keeps_its_wall_time_on_record(tmp_path):
   record_path.write_text(json.dumps({'status': 'running', 'attempts': 1, 'wall_seconds': 100.0}))
   peek = f'import time; time.sleep(1); print(open({str(record_path)!r}).read())'
 
-  assert run_record.run([sys.executable, '-c', peek], workdir, record_every=0.1) == 0
+  with run_record.Notices() as notices:
+    assert run_record.run([sys.executable, '-c', peek], workdir, notices, record_every=0.1) == 0
 
   while_running = json.loads((workdir / 'train.log').read_text())
   assert while_running['status'] == 'running' and while_running['attempts'] == 2
@@ -250,7 +251,41 @@ def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
     signal.raise_signal(notice)
 
   threading.Thread(target=notify_when_ready, daemon=True).start()
-  returncode = run_record.run([sys.executable, '-c', child], tmp_path, record_every=0.1)
+  with run_record.Notices() as notices:
+    returncode = run_record.run([sys.executable, '-c', child], tmp_path, notices, record_every=0.1)
   assert returncode == cli.EXIT_STOPPED
   assert run_record.read(tmp_path)['status'] == 'stopped'
   assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_notice_while_no_point_runs_stops_the_next_one_at_once(tmp_path):
+  """A notice that comes while a point starts (its train.py not yet known) is not lost."""
+  with run_record.Notices() as notices:
+    signal.raise_signal(signal.SIGTERM)  # This process lives on: the notice is kept.
+    assert notices.received == 1
+    start = time.monotonic()
+    command = [sys.executable, '-c', 'import time; time.sleep(60)']
+    returncode = run_record.run(command, tmp_path, notices, record_every=0.1)
+  assert returncode == cli.EXIT_STOPPED and time.monotonic() - start < 30
+  assert run_record.read(tmp_path)['status'] == 'stopped'
+
+
+def test_a_notice_between_two_points_stops_the_sweep_before_the_second(tmp_path):
+  """The sweep in a process of its own, each point's run replaced by one that ends as the
+  notice comes (between that point and the next)."""
+  script = (
+    'import signal\n'
+    'from resnet_jax import cli\n'
+    'from resnet_jax.analysis import run_record, sweep\n'
+    'def ends_with_a_notice(command, workdir, notices):\n'
+    '  print("ran", workdir.name, flush=True)\n'
+    '  signal.raise_signal(signal.SIGTERM)\n'
+    '  return 0\n'
+    'run_record.run = ends_with_a_notice\n'
+    'cli.run(sweep.main)\n'
+  )
+  result = run(f'-c {script}', *_sweep_args(tmp_path))
+  assert result.returncode == cli.EXIT_STOPPED, result.stderr
+  assert 'ran shortcut-A' in result.stdout and 'ran shortcut-none' not in result.stdout
+  assert 'stopped before shortcut-none; the same command resumes the sweep' in result.stdout
+  assert not (tmp_path / 'sweep' / 'results.md').exists()

@@ -19,7 +19,8 @@ a few hundred KB): commit it with the table, and `--report_only --workdir=`(that
 rewrites both without the runs, on any machine.
 The wall time of a run adds up its attempts, a running one's recorded every minute
 (`run_record`), so a sweep that is killed loses at most that. A SIGTERM or Ctrl-C stops
-the running point with a checkpoint (train.py exits 75) and the sweep with it, exit 75.
+the running point with a checkpoint (train.py exits 75) and the sweep with it, exit 75;
+between two points, it stops the sweep before the next.
 """
 
 import datetime
@@ -133,27 +134,31 @@ def main(argv):
     raise cli.ConfigError(f'--panel_by={_PANEL_BY.value}: not one of the --grid keys')
   root = pathlib.Path(_WORKDIR.value)
   failed = []
-  for i, point in enumerate([] if _REPORT_ONLY.value else mine):
-    workdir = root / point.name
-    command = train_command(_CONFIG.value, point, _SET.value, workdir)
-    if run_record.is_done(workdir):
-      print(f'[{i + 1}/{len(mine)}] {point.name}: done, skipped', flush=True)
-      continue
-    if _PRINT.value:
-      print(shlex.join(command), flush=True)
-      continue
-    print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
-    returncode = run_record.run(command, workdir)
-    if returncode == cli.EXIT_STOPPED:  # A notice (preemption): leave now, no report.
-      print(
-        f'[{i + 1}/{len(mine)}] {point.name}: stopped with its checkpoint; '
-        'the same command resumes the sweep',
-        flush=True,
-      )
-      return cli.EXIT_STOPPED
-    if returncode:
-      failed.append(point.name)
-      print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
+  with run_record.Notices() as notices:
+    for i, point in enumerate([] if _REPORT_ONLY.value else mine):
+      workdir = root / point.name
+      command = train_command(_CONFIG.value, point, _SET.value, workdir)
+      if run_record.is_done(workdir):
+        print(f'[{i + 1}/{len(mine)}] {point.name}: done, skipped', flush=True)
+        continue
+      if _PRINT.value:
+        print(shlex.join(command), flush=True)
+        continue
+      if notices.received:  # A notice between two points: start no more.
+        print(f'stopped before {point.name}; the same command resumes the sweep', flush=True)
+        return cli.EXIT_STOPPED
+      print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
+      returncode = run_record.run(command, workdir, notices)
+      if returncode == cli.EXIT_STOPPED:  # A notice (preemption): leave now, no report.
+        print(
+          f'[{i + 1}/{len(mine)}] {point.name}: stopped with its checkpoint; '
+          'the same command resumes the sweep',
+          flush=True,
+        )
+        return cli.EXIT_STOPPED
+      if returncode:
+        failed.append(point.name)
+        print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
   if not _PRINT.value:
     write_report(root, all_points, _OUT.value or str(root / 'results'), _PANEL_BY.value)
   if failed:
