@@ -11,7 +11,7 @@ import pytest
 
 from configs import default
 from resnet_jax import cli
-from resnet_jax.analysis import grid, report, run_record
+from resnet_jax.analysis import grid, plots, report, run_record
 from tests.entry_points import TINY, run, start
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -127,6 +127,26 @@ def test_shared_settings_are_the_grid_values_every_run_has():
   assert report.shared_settings(runs) == {'train.num_epochs': '18'}
   assert report.shared_settings(runs[:1]) == runs[0].overrides
   assert report.shared_settings([]) == {}
+
+
+def test_a_long_title_is_wrapped_inside_the_figure(tmp_path, monkeypatch):
+  """One run shares all its settings: they all go into the title."""
+  figures = []
+  monkeypatch.setattr(plots.plt, 'close', figures.append)
+  overrides = {
+    'model.shortcut': 'none',
+    'model.depth': '56',
+    'train.num_epochs': '30',
+    'train.eval_every': '2344',
+  }
+  run = report.RunResult('a', overrides, True, [(0, 90.0), (10, 50.0)], [(10, 55.0)])
+  plots.plot_curves([run], tmp_path / 'curves.png', title='sweep degradation_30ep')
+  (figure,) = figures
+  title = figure.axes[0].title
+  box = title.get_window_extent(figure.canvas.get_renderer())
+  assert 'eval_every=2344' in title.get_text()
+  assert box.x0 >= 0 and box.x1 <= figure.bbox.x1
+  plots.plt.close(figure)
 
 
 def test_a_half_done_grid_resumes_and_reports(tmp_path):

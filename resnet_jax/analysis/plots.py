@@ -1,6 +1,8 @@
 """Training and test error against iterations, as in He et al. 2015's Figures 4 and 6:
 thin dashed lines the training error, bold lines the test error, one colour per run."""
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use('Agg')  # Files only; no display needed.
@@ -12,6 +14,10 @@ from resnet_jax.analysis.report import RunResult, shared_settings  # noqa: E402
 def _settings(overrides: dict[str, str], hidden=()) -> str:
   shown = [(k.rsplit('.', 1)[-1], v) for k, v in overrides.items() if k not in hidden]
   return ', '.join(f'{k}={v}' for k, v in shown)
+
+
+# About how many characters of a title fit across one 6-inch panel at matplotlib's default size.
+_TITLE_CHARACTERS_PER_PANEL = 60
 
 
 def _top(results: list[RunResult]) -> float:
@@ -28,6 +34,7 @@ def plot_curves(results: list[RunResult], path, *, panel_by: str | None = None, 
   panels = {}
   for r in results:
     panels.setdefault(r.overrides.get(panel_by, '') if panel_by else '', []).append(r)
+  title = textwrap.fill(title, _TITLE_CHARACTERS_PER_PANEL * len(panels))  # Not cut off.
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
   for ax, (value, group) in zip(axes[0], panels.items(), strict=True):
     for i, r in enumerate(group):
