@@ -283,10 +283,10 @@ def test_a_notice_while_no_point_runs_stops_the_next_one_at_once(tmp_path):
   with run_record.Notices() as notices:
     signal.raise_signal(signal.SIGTERM)  # This process lives on: the notice is kept.
     assert notices.received == 1
-    start = time.monotonic()
+    began = time.monotonic()
     command = [sys.executable, '-c', 'import time; time.sleep(60)']
     returncode = run_record.run(command, tmp_path, notices, record_every=0.1)
-  assert returncode == cli.EXIT_STOPPED and time.monotonic() - start < 30
+  assert returncode == cli.EXIT_STOPPED and time.monotonic() - began < 30
   assert run_record.read(tmp_path)['status'] == 'stopped'
 
 
