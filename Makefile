@@ -4,23 +4,44 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: train test test-slow lint gpu-wheels clean
+# What .venv's JAX runs on: cpu, cuda12 or cuda13 (NVIDIA GPUs), tpu (TPU VMs).
+# `make test` always uses cpu.
+ACCEL ?= cpu
+ACCELS := cpu cuda12 cuda13 tpu
+ifeq ($(filter $(ACCEL),$(ACCELS)),)
+$(error ACCEL=$(ACCEL): use one of $(ACCELS))
+endif
+ACCEL_STAMPS := $(ACCELS:%=$(VENV)/.installed-%)
+requirements = $(if $(filter cpu,$(1)),requirements.txt,requirements-$(1).txt)
 
-$(VENV)/.installed: requirements.txt
+.PHONY: train test test-slow lint check-accel system-packages gpu-wheels clean
+
+# One stamp per ACCEL. A switch starts .venv afresh: no other accelerator's plugin stays.
+$(ACCEL_STAMPS): $(VENV)/.installed-%: requirements.txt | system-packages
+	$(if $(wildcard $(filter-out $@,$(ACCEL_STAMPS))),rm -rf $(VENV))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r $(call requirements,$*)
 	touch $@
 
+$(VENV)/.installed-cuda12: requirements-cuda12.txt
+$(VENV)/.installed-cuda13: requirements-cuda13.txt
+$(VENV)/.installed-tpu: requirements-tpu.txt
+
 # Tests also need pytest, ruff and the PyTorch references (several GB): not `make train`.
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed-cpu requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Debian's python3-venv and dataset-fashion-mnist, where missing.
+system-packages:
+	@PYTHON=$(PYTHON) sh tools/install_system_packages.sh \
+	  'make $(strip $(MAKECMDGOALS) $(if $(filter-out cpu,$(ACCEL)),ACCEL=$(ACCEL)))'
 
 DEFAULT_CONFIG := configs/resnet20_fashion_mnist.py
 DEFAULT_WORKDIR := runs/default
 
-train: $(VENV)/.installed
+train: $(VENV)/.installed-$(ACCEL)
 	$(PY) -m resnet_jax.data.prepare fashion_mnist
 	$(PY) train.py --config=$(DEFAULT_CONFIG) --workdir=$(DEFAULT_WORKDIR)
 	$(PY) evaluate.py --workdir=$(DEFAULT_WORKDIR)
@@ -39,6 +60,10 @@ test-slow: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+
+# Each requirements-ACCEL.txt resolves with pip (metadata only, no CUDA or TPU wheels).
+check-accel: $(VENV)/.installed-dev
+	$(PY) -m pytest tests/test_requirements.py
 
 # The pure-Python wheels benchmarks/gpu_check.sh unpacks where a GPU machine lacks them
 # (a GPU machine without internet gets the folder with the working tree: never committed).

@@ -11,25 +11,40 @@ imagenet2012: needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the
   manual dir (default: <data_dir>/downloads/manual); says which are missing.
 Anything else: TFDS's normal download_and_prepare.
 
+Before TFDS downloads anything, each host it would download from (or its proxy) must
+accept a connection within CONNECT_TIMEOUT_S: TFDS itself retries an unreachable host
+for minutes and then fails with a chain of tracebacks. Files already in the manual dir
+or in TFDS's download cache need no host.
+
 Datasets are written as array_record, which the pipeline reads by index when a
 split is too large for memory.
 """
 
 import argparse
 import os
+import socket
 import struct
 import sys
 import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import resource as tfds_resource
 
 from resnet_jax.data import sources
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+DEBIAN_FASHION_MNIST_PACKAGE = 'dataset-fashion-mnist'
 # Original gzip MTIMEs of the upstream Fashion-MNIST files (the FNAME is the name minus .gz).
 FASHION_MNIST_MTIME = {'train': 0x59A7E9DE, 't10k': 0x59A7E9F3}
 IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 FILE_FORMAT = 'array_record'
+# Seconds a download host (or the proxy to it) has to accept a TCP connection, name lookup
+# included.
+CONNECT_TIMEOUT_S = 3.0
 
 
 def restore_gzip_header(data: bytes, file_name: str, mtime: int) -> bytes:
@@ -61,6 +76,82 @@ def missing_imagenet_files(manual_dir: str) -> list[str]:
   return [f for f in IMAGENET_TARS if not os.path.isfile(os.path.join(manual_dir, f))]
 
 
+def pending_downloads(builder: tfds.core.DatasetBuilder, manual_dir: str) -> dict[str, str]:
+  """url -> file name of each registered file that TFDS would have to download.
+
+  A file in `manual_dir` or in TFDS's download cache is not downloaded again. A URL without
+  a registered file name (ImageNet's tars) is never downloaded: its builder reads the manual
+  dir itself.
+  """
+  download_dir = os.path.join(builder.data_dir_root, 'downloads')
+  pending = {}
+  for url, info in (builder.url_infos or {}).items():
+    if not info.filename or os.path.exists(os.path.join(manual_dir, info.filename)):
+      continue
+    cached = tfds_resource.get_dl_fname(url, info.checksum)
+    # TFDS caches under downloads/<dataset>/, older versions directly under downloads/.
+    if not any(os.path.exists(os.path.join(download_dir, d, cached)) for d in (builder.name, '')):
+      pending[url] = info.filename
+  return pending
+
+
+def connect_address(url: str) -> tuple[str, int]:
+  """The (host, port) that downloading `url` connects to first: the proxy, where one is set."""
+  parts = urllib.parse.urlsplit(url)
+  proxy = urllib.request.getproxies().get(parts.scheme)
+  if proxy and not urllib.request.proxy_bypass(parts.hostname):
+    parts = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+  return parts.hostname, parts.port or (443 if parts.scheme == 'https' else 80)
+
+
+def unreachable(addresses: list[tuple[str, int]], timeout: float) -> dict[tuple[str, int], str]:
+  """Each (host, port) that accepts no TCP connection within `timeout` seconds, with why.
+
+  One thread per address, abandoned at the deadline: a name lookup has no timeout of its
+  own, and one that gets no answer can take longer than the connection would.
+  """
+  outcome = {}  # address -> None where reached, else why not
+
+  def connect(address):
+    try:
+      socket.create_connection(address, timeout=timeout).close()
+      outcome[address] = None
+    except OSError as e:
+      outcome[address] = e.strerror or str(e)
+
+  threads = [threading.Thread(target=connect, args=(a,), daemon=True) for a in addresses]
+  for thread in threads:
+    thread.start()
+  deadline = time.monotonic() + timeout
+  for thread in threads:
+    thread.join(max(0.0, deadline - time.monotonic()))
+  why_not = {a: outcome.get(a, f'no answer within {timeout:g} s') for a in addresses}
+  return {a: why for a, why in why_not.items() if why is not None}
+
+
+def check_downloads_reachable(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
+  """Raises ValueError, saying what to do instead, if a download's host cannot be reached."""
+  pending = pending_downloads(builder, manual_dir)
+  first_url = {}
+  for url in pending:
+    first_url.setdefault(connect_address(url), url)
+  down = unreachable(list(first_url), CONNECT_TIMEOUT_S)
+  if not down:
+    return
+  (host, port), why = next(iter(down.items()))
+  source = urllib.parse.urlsplit(first_url[host, port]).hostname
+  via = '' if host == source else f' through the proxy {host}:{port}'
+  if builder.name == 'fashion_mnist':
+    package = DEBIAN_FASHION_MNIST_PACKAGE
+    todo = f"to build it offline, run 'sudo apt-get install {package}' (Debian), then rerun"
+  else:
+    files = ', '.join(sorted(set(pending.values())))
+    todo = f'rerun where it is reachable, or put {files} in {manual_dir} (--manual_dir)'
+  raise ValueError(
+    f'{builder.name}: TFDS downloads it from {source}, which cannot be reached{via} ({why}); {todo}'
+  )
+
+
 def prepare(
   name: str,
   *,
@@ -85,6 +176,9 @@ def prepare(
         f'imagenet2012: missing {", ".join(missing)} in {manual_dir} '
         '(download them from https://image-net.org, then rerun)'
       )
+  if not builder.data_path.exists():  # what download_and_prepare reuses without a download
+    default_manual_dir = os.path.join(builder.data_dir_root, 'downloads', 'manual')
+    check_downloads_reachable(builder, manual_dir or default_manual_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
