@@ -19,8 +19,7 @@ import time
 import ml_collections
 import numpy as np
 
-from configs import default
-from resnet_jax import data
+from resnet_jax import data, defaults
 from resnet_jax.data.tf_setup import tf
 
 
@@ -82,8 +81,8 @@ def plain_train_iterator(paths, batch: int):
 
 
 def _config(dataset, preprocess, image_size, **extra) -> ml_collections.ConfigDict:
-  """configs/default.py's `data` with these fields."""
-  config = default.get_config().data
+  """the defaults' `data` with these fields."""
+  config = defaults.get_config().data
   fields = dict(dataset=dataset, train_split='train', eval_split='train', image_size=image_size,
                 preprocess=preprocess, data_dir='', **extra)  # fmt: skip
   for name, value in fields.items():

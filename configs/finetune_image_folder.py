@@ -24,7 +24,7 @@ weights can be downloaded where this was written); tests/test_finetune.py runs
 it end to end on generated images.
 """
 
-from configs import default
+from resnet_jax import defaults
 from resnet_jax.pretrained import layouts
 
 STRUCTURE = ('depth', 'block', 'stem', 'shortcut', 'variant', 'width')
@@ -36,7 +36,7 @@ def get_config(arg: str = 'resnet50'):
     raise ValueError(
       f'config argument {arg!r}: expected ARCH[,frozen] with ARCH one of {", ".join(layouts.ARCHS)}'
     )
-  config = default.get_config()
+  config = defaults.get_config()
   pretrained_model = layouts.model_config(arch)
   for field in STRUCTURE:
     config.model[field] = pretrained_model[field]

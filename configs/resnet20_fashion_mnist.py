@@ -18,11 +18,11 @@ a 50-step warmup and a cosine decay over 4 epochs instead of 64k iterations,
 and 2-pixel instead of 4-pixel crop padding (the items are centred in 28x28).
 """
 
-from configs import default
+from resnet_jax import defaults
 
 
 def get_config():
-  config = default.get_config()
+  config = defaults.get_config()
   config.data.dataset = 'fashion_mnist'
   config.data.train_split = 'train'  # 60,000 images
   config.data.eval_split = 'test'  # 10,000 images

@@ -23,7 +23,7 @@ Hardware: ResNet-20 about 20 minutes on one modern GPU, ResNet-110 about 1.5
 hours, ResNet-1202 about a day; hours to days on 2 CPU cores.
 """
 
-from configs import default
+from resnet_jax import defaults
 
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 WARMUP_DEPTH = 110  # "we use 0.01 to warm up the training until the training error is below 80%"
@@ -39,7 +39,7 @@ def get_config(arg: str = '20'):
     raise ValueError(
       f"config argument {arg!r}: expected DEPTH or DEPTH,plain, optionally ,45k (e.g. '56,plain')"
     )
-  config = default.get_config()
+  config = defaults.get_config()
   model = config.model
   model.depth = int(depth)
   model.stem = 'cifar'

@@ -27,7 +27,7 @@ Hardware: ResNet-50 about 8 V100-days (1 day on 8); on one H100 in bfloat16
 about 2 days. ResNet-18 about a third of that, ResNet-152 about 3x.
 """
 
-from configs import default
+from resnet_jax import defaults
 
 SHORTCUTS = {'A': 'A', 'B': 'B', 'C': 'C', 'D': 'D', 'plain': 'none'}
 
@@ -41,7 +41,7 @@ def get_config(arg: str = '50'):
       f'config argument {arg!r}: expected DEPTH[,A|B|C|D|plain][,large_batch] (e.g. 34,A)'
     )
 
-  config = default.get_config()
+  config = defaults.get_config()
   model = config.model
   model.depth = int(depth)
   model.stem = 'imagenet'

@@ -29,8 +29,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from configs import default
-from resnet_jax.cli import ConfigError, RunError, config_to_json
+from resnet_jax import defaults
+from resnet_jax.errors import ConfigError, RunError
 from resnet_jax.models import EXECUTION_FIELDS
 
 CONFIG_FILE = 'config.json'
@@ -112,11 +112,11 @@ class Checkpointer:
     return saved
 
   def require(self, step: int | None = None):
-    """A FileNotFoundError unless `step` (by default: any step) is saved here."""
+    """A ConfigError unless `step` (by default: any step) is saved here."""
     if step is None and not self.all_steps():
-      raise FileNotFoundError(f'no checkpoint in {self.directory} yet')
+      raise ConfigError(f'no checkpoint in {self.directory} yet')
     if step is not None and step not in self.all_steps():
-      raise FileNotFoundError(
+      raise ConfigError(
         f'no checkpoint at step {step} in {self.directory} (steps: {self.all_steps()})'
       )
 
@@ -282,25 +282,13 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
 def load_config(workdir) -> ml_collections.ConfigDict | None:
   """The config a run in `workdir` saved, or None if there is none.
 
-  It is laid over configs/default.py, so that fields added to the codebase
-  since the run started read as their defaults instead of failing.
+  It is laid over the defaults (`defaults.from_json`), so that fields added to the
+  codebase since the run started read as their defaults instead of failing.
   """
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
-  config = default.get_config()
-  _update(config, json.loads(path.read_text()))
-  return config
-
-
-def _update(config: ml_collections.ConfigDict, saved: dict):
-  for key, value in saved.items():
-    if key not in config:  # a field the codebase no longer has
-      continue
-    if isinstance(value, dict):
-      _update(config[key], value)
-    else:
-      config[key] = tuple(value) if isinstance(config[key], tuple) else value
+  return defaults.from_json(path.read_text())
 
 
 def save_config(config: ml_collections.ConfigDict, workdir):
@@ -315,8 +303,8 @@ def save_config(config: ml_collections.ConfigDict, workdir):
   workdir = epath.Path(workdir)
   previous = load_config(workdir)
   if previous is not None and 'model' in previous:
-    old = _flatten(json.loads(config_to_json(previous.model)))
-    new = _flatten(json.loads(config_to_json(config.model)))
+    old = _flatten(json.loads(defaults.to_json(previous.model)))
+    new = _flatten(json.loads(defaults.to_json(config.model)))
     changed = [
       f'model.{k}: {old.get(k)!r} -> {new.get(k)!r}'
       for k in sorted(old.keys() | new.keys())
@@ -331,7 +319,7 @@ def save_config(config: ml_collections.ConfigDict, workdir):
     try:
       workdir.mkdir(parents=True, exist_ok=True)
       temporary = workdir / f'{CONFIG_FILE}.tmp'
-      temporary.write_text(config_to_json(config))
+      temporary.write_text(defaults.to_json(config))
       temporary.replace(workdir / CONFIG_FILE)  # Never a half-written config.json.
     except OSError as e:
       raise ConfigError(

@@ -1,54 +1,30 @@
-"""Shared command-line plumbing: the `--config` flag and one-line config errors.
+"""What the commands share: the `--config` flag, and errors as one line.
 
 A misspelled override (`--config.model.dept=34`) makes ml_collections raise a
 raw KeyError/AttributeError from inside flag parsing; a config file that does
-not load only fails when first read, with a multi-line trace. Entry points run
+not load only fails when first read, with a multi-line trace. Commands run
 `cli.run(main)` instead of `app.run(main)`, so that these, a value of the wrong
-type and a `ConfigError` raised while setting up all end as one line on stderr
+type and a `ConfigError` (resnet_jax/errors.py) all end as one line on stderr
 and exit status 2:
 
   error: --config.model.dept=34: the config has no field 'dept' (did you mean "depth"?)
 
-A `RunError` (a run that cannot go on: a non-finite loss, a failed checkpoint
-save) ends the same way with exit status 1. `--verbose` shows the traceback too.
-A run stopped on notice (SIGTERM, Ctrl-C) with its checkpoint saved exits with
-EXIT_STOPPED, 75 (sysexits' EX_TEMPFAIL): not 0, so that what restarts failed jobs
-(a Kubernetes Job, a retry loop in a job script) restarts it, and a sweep does not
-take it for finished.
+A `RunError` ends the same way with exit status 1. `--verbose` shows the
+traceback too. Only the commands import this module, and they define their flags
+when run, so importing any other module of the package defines none.
 """
 
-import json
 import re
 import sys
 import traceback
 from collections.abc import Callable
 
 from absl import app, flags, logging
-from ml_collections import config_dict, config_flags
+from ml_collections import config_flags
 
-EXIT_CONFIG_ERROR = 2
-EXIT_RUN_ERROR = 1
-EXIT_STOPPED = 75
+from resnet_jax.errors import EXIT_CONFIG_ERROR, EXIT_RUN_ERROR, ConfigError, RunError
+
 _CONFIG_FLAGS = []  # The names given to define_config_flag, checked after parsing.
-_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of an error, not one line.')
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; shown to the user as one line."""
-
-
-class RunError(RuntimeError):
-  """A run that cannot go on (say why and what to do); shown to the user as one line."""
-
-
-def as_config_error(what: str, fn, *args, **kwargs):
-  """Calls fn; a ValueError (a value fn cannot use) becomes a one-line ConfigError."""
-  try:
-    return fn(*args, **kwargs)
-  except ConfigError:
-    raise
-  except ValueError as e:
-    raise ConfigError(f'{what}: {e}') from e
 
 
 def define_config_flag(default: str | None = None, name: str = 'config'):
@@ -125,8 +101,12 @@ def _exit(message: str, error: Exception | None = None, status: int = EXIT_CONFI
 
 
 def run(main: Callable[[list[str]], int | None]):
-  """`app.run(main)` with one-line errors for config and run problems (see module doc), and
-  absl logging at WARNING unless --verbosity is given. What main returns is the exit status."""
+  """`app.run(main)` with one-line errors for config and run problems (see module doc),
+  `--verbose`, and absl logging at WARNING unless --verbosity is given. What main returns
+  is the exit status."""
+
+  if 'verbose' not in flags.FLAGS:
+    flags.DEFINE_bool('verbose', False, 'Show the traceback of an error, not one line.')
 
   def guarded(argv):
     if not flags.FLAGS['verbosity'].present:
@@ -136,15 +116,6 @@ def run(main: Callable[[list[str]], int | None]):
       return main(argv)
     except (ConfigError, RunError) as e:
       status = EXIT_CONFIG_ERROR if isinstance(e, ConfigError) else EXIT_RUN_ERROR
-      _exit(str(e), e if _VERBOSE.value else None, status)
+      _exit(str(e), e if flags.FLAGS.verbose else None, status)
 
   app.run(guarded, flags_parser=parse_flags)
-
-
-def config_to_json(config: config_dict.ConfigDict) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
-
-
-def config_from_json(text: str) -> config_dict.ConfigDict:
-  """The inverse of `config_to_json` (tuples come back as lists)."""
-  return config_dict.ConfigDict(json.loads(text))

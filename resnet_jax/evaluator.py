@@ -12,7 +12,8 @@ import jax
 import ml_collections
 from etils import epath
 
-from resnet_jax import checkpoint, data, metrics, parallel, train_state
+from resnet_jax import checkpoint, data, experiment, metrics, parallel, train_state
+from resnet_jax.errors import ConfigError
 
 
 def eval_batch_size(config: ml_collections.ConfigDict) -> int:
@@ -51,7 +52,7 @@ def resolve_checkpoint(path) -> tuple[epath.Path, epath.Path, int | None]:
     return path.parent.parent, path.parent, int(path.name)
   if path.name == 'checkpoints':
     return path.parent, path, None
-  raise FileNotFoundError(f'no checkpoints under {path}')
+  raise ConfigError(f'no checkpoints under {path}: pass a run directory or a checkpoint step')
 
 
 def evaluate(
@@ -70,22 +71,20 @@ def evaluate(
   top-1. Writes workdir/eval/<split>_<step>[_10crop].json and returns
   {'top1', 'top5', 'loss', 'num_examples', 'step', 'split', 'crops'}.
   """
-  from resnet_jax import trainer  # The trainer imports this module for its periodic evals.
-
   workdir, directory, path_step = resolve_checkpoint(path)
   config = config or checkpoint.load_config(workdir)
   if config is None:
-    raise FileNotFoundError(f'no config.json in {workdir}: pass --config')
+    raise ConfigError(f'no config.json in {workdir}: pass --config')
   ckpt = checkpoint.Checkpointer(directory, read_only=True)
   if best:
     step = ckpt.best_step()
     if step is None:
-      raise FileNotFoundError(f'no evaluated checkpoint in {directory} to call the best')
+      raise ConfigError(f'no evaluated checkpoint in {directory} to call the best')
   step = step if step is not None else path_step
   ckpt.require(step)  # before set-up reads the dataset's description
   mesh = parallel.create_mesh()
-  setup = trainer.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
-  state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model, step)
+  setup = experiment.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
+  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config.model, step)
   ckpt.close()
   eval_step = train_state.make_eval_step(setup.graphdef, mesh)
   split = split or config.data.eval_split

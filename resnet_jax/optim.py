@@ -16,13 +16,37 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from resnet_jax.cli import ConfigError
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout
 
 OPTIMIZERS = ('sgd', 'lars')
 SCHEDULES = ('piecewise', 'cosine', 'constant')
 WARMUPS = ('linear', 'constant')
+BOUNDARY_UNITS = ('steps', 'epochs')
 HEAD = 'head'  # the classifier's entry in the parameter tree (models.ResNet.head)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """A ConfigError for the first `config.optim` value that cannot work; the builders below
+  take the section as checked."""
+  for field, allowed in (
+    ('optimizer', OPTIMIZERS),
+    ('schedule', SCHEDULES),
+    ('warmup', WARMUPS),
+    ('boundaries_unit', BOUNDARY_UNITS),
+  ):
+    if config[field] not in allowed:
+      raise ConfigError(f'optim.{field}={config[field]!r}: expected one of {", ".join(allowed)}')
+  if list(config.boundaries) != sorted(config.boundaries):
+    raise ConfigError(f'optim.boundaries={tuple(config.boundaries)} must be increasing')
+  for field in ('learning_rate', 'weight_decay', 'grad_clip_norm', 'warmup_factor',
+                'warmup_steps', 'warmup_epochs', 'backbone_lr_scale', 'decay_factor'):  # fmt: skip
+    if config[field] < 0:
+      raise ConfigError(f'optim.{field}={config[field]}: expected >= 0')
+  if not 0 <= config.momentum < 1:
+    raise ConfigError(f'optim.momentum={config.momentum}: expected in [0, 1)')
+  if not 0 <= config.label_smoothing < 1:
+    raise ConfigError(f'optim.label_smoothing={config.label_smoothing}: expected in [0, 1)')
 
 
 def scaled_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
@@ -53,30 +77,20 @@ def create_learning_rate_schedule(
   if config.schedule == 'constant':
     main = optax.constant_schedule(base)
   elif config.schedule == 'piecewise':
-    unit = config.boundaries_unit
-    if unit not in ('steps', 'epochs'):
-      raise ConfigError(f"optim.boundaries_unit={unit!r}: expected 'steps' or 'epochs'")
-    scale = steps_per_epoch if unit == 'epochs' else 1
+    scale = steps_per_epoch if config.boundaries_unit == 'epochs' else 1
     boundaries = [int(round(b * scale)) for b in config.boundaries]
-    if boundaries != sorted(boundaries):
-      raise ConfigError(f'optim.boundaries={tuple(config.boundaries)} must be increasing')
     main = optax.piecewise_constant_schedule(base, {b: config.decay_factor for b in boundaries})
-  elif config.schedule == 'cosine':
+  else:  # cosine
     cosine = optax.cosine_decay_schedule(base, max(total_steps - warmup, 1))
     main = lambda step: cosine(step - warmup)
-  else:
-    raise ConfigError(f'optim.schedule={config.schedule!r}: expected one of {SCHEDULES}')
   if not warmup:
     return main
 
-  kind = config.warmup
   factor = config.warmup_factor
-  if kind == 'linear':
+  if config.warmup == 'linear':
     warm = optax.linear_schedule(factor * base, base, warmup)
-  elif kind == 'constant':
+  else:  # constant
     warm = optax.constant_schedule(factor * base)
-  else:
-    raise ConfigError(f'optim.warmup={kind!r}: expected one of {WARMUPS}')
   return lambda step: jnp.where(step < warmup, warm(step), main(step))
 
 
@@ -116,8 +130,6 @@ def create_optimizer(
   `optim.backbone_lr_scale` != 1 scales the updates of everything but the classifier
   (fine-tuning); 0 freezes it.
   """
-  if config.optimizer not in OPTIMIZERS:
-    raise ConfigError(f'optim.optimizer={config.optimizer!r}: expected one of {OPTIMIZERS}')
   schedule = create_learning_rate_schedule(
     config, batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps
   )
@@ -148,8 +160,6 @@ def create_optimizer(
 def _with_backbone_rate(tx: optax.GradientTransformation, scale: float):
   """`tx` for the classifier (the parameters under `HEAD`); for all others `tx`'s updates
   times `scale`, or, at 0, no update, no weight decay and no optimizer state at all."""
-  if scale < 0:
-    raise ConfigError(f'optim.backbone_lr_scale={scale}: expected >= 0 (0 = frozen)')
   backbone = optax.set_to_zero() if scale == 0 else optax.chain(tx, optax.scale(scale))
   labels = lambda params: {name: 'head' if name == HEAD else 'backbone' for name in params}
   return optax.multi_transform({'head': tx, 'backbone': backbone}, labels)
@@ -159,6 +169,4 @@ def total_steps(train_config: ml_collections.ConfigDict, steps_per_epoch: int) -
   """train.num_steps when > 0, else train.num_epochs in steps (rounded up)."""
   if train_config.num_steps > 0:
     return int(train_config.num_steps)
-  if train_config.num_epochs <= 0:
-    raise ConfigError('train.num_steps and train.num_epochs are both 0: nothing to train')
   return int(math.ceil(train_config.num_epochs * steps_per_epoch))

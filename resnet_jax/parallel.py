@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from resnet_jax.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -71,7 +73,7 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of the global batch; it must split evenly over the devices."""
   num_devices = mesh.devices.size
   if global_batch_size % num_devices:
-    raise ValueError(
+    raise ConfigError(
       f'batch size {global_batch_size} does not split over {num_devices} devices; '
       f'use a multiple of {num_devices}'
     )

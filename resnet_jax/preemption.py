@@ -2,7 +2,7 @@
 job) or SIGINT (Ctrl-C).
 
 The training loop asks `reached(step)` after each step; on True it saves a
-checkpoint of that step and returns, train.py exits 75 (`cli.EXIT_STOPPED`), and
+checkpoint of that step and returns, train.py exits 75 (`errors.EXIT_STOPPED`), and
 the same command started again resumes the run.
 
 One process: the signal handler only sets a flag. Several processes must stop

@@ -22,7 +22,6 @@ import optax
 from flax import nnx, struct
 
 from resnet_jax import compiler, metrics, optim, parallel
-from resnet_jax.cli import as_config_error
 from resnet_jax.models import create_model
 from resnet_jax.pretrained import finetune
 
@@ -58,7 +57,8 @@ def initialize(
 ) -> Start:
   """Model, optimizer and initial state from the config (parameters from config.seed, or
   config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
-  state that a checkpoint replaces). A config value that cannot work is a ConfigError."""
+  state that a checkpoint replaces). The config is taken as checked
+  (`experiment.check_config`); the network is built for the mesh's kind of device."""
   total_steps = optim.total_steps(config.train, steps_per_epoch)
   tx, schedule = optim.create_optimizer(
     config.optim,
@@ -67,18 +67,15 @@ def initialize(
     total_steps=total_steps,
   )
   key = jax.random.key(config.seed)
-  model = as_config_error(
-    'config.model',
-    create_model,
+  model = create_model(
     config.model,
     num_classes=num_classes,
     in_channels=in_channels,
     rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)),
+    platform=mesh.devices.flat[0].platform,
   )
   model.train()
-  as_config_error(
-    'config.pretrained',
-    finetune.prepare,
+  finetune.prepare(
     model,
     config.pretrained,
     frozen_backbone=config.optim.backbone_lr_scale == 0,

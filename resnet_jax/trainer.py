@@ -1,63 +1,26 @@
-"""The training loop: set-up from the config and dataset, train_and_evaluate.
+"""The training loop: train_and_evaluate.
 
-The state and the steps it runs are train_state's; this module adds what needs
-the dataset (its size and classes, the input pipeline) and the loop around the
-step: logging, periodic evals, checkpoints, preemption, non-finite losses.
+It starts from `experiment.setup` (the config checked, the dataset's info, the initial
+state) and runs the steps of `train_state` with the input pipeline, adding what goes
+around them: logging, periodic evals, checkpoints, preemption, non-finite losses.
 """
-
-import dataclasses
-from typing import Any
 
 import jax
 import ml_collections
 from etils import epath
 
-from resnet_jax import checkpoint, data, evaluator, metrics, parallel, preemption, train_state
-from resnet_jax.cli import ConfigError, RunError, as_config_error
+from resnet_jax import (
+  checkpoint,
+  data,
+  evaluator,
+  experiment,
+  metrics,
+  parallel,
+  preemption,
+  train_state,
+)
+from resnet_jax.errors import RunError
 from resnet_jax.models import layout
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup(train_state.Start):
-  """Everything derived from the config before the first step: the Start, and the
-  dataset's info and epoch length it was made from."""
-
-  info: Any  # data.DatasetInfo
-  steps_per_epoch: int
-
-
-def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
-  """The dataset's info, then train_state.initialize from it (parameters from config.seed,
-  or config.pretrained.weights; `pretrained_weights=False` skips reading that file, for a
-  state that a checkpoint replaces)."""
-  info = as_config_error('config.data', data.get_dataset_info, config.data)
-  batch_size = config.train.batch_size
-  as_config_error('train.batch_size', parallel.local_batch_size, batch_size, mesh)
-  steps_per_epoch = max(info.num_train_examples // batch_size, 1)
-  start = train_state.initialize(
-    config,
-    mesh,
-    num_classes=info.num_classes,
-    in_channels=info.num_channels,
-    steps_per_epoch=steps_per_epoch,
-    pretrained_weights=pretrained_weights,
-  )
-  fields = {field.name: getattr(start, field.name) for field in dataclasses.fields(start)}
-  return Setup(**fields, info=info, steps_per_epoch=steps_per_epoch)
-
-
-def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
-  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState.
-
-  Checkpoints hold one entry per unit (`layout.to_per_unit`), whatever `model.scan`
-  was, so runs resume and evaluate with it on or off.
-  """
-  restored, meta = ckpt.restore(layout.to_per_unit(state), step)
-  restored = layout.to_stacked(restored, model_config)
-  return jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, state), meta
-
-
-ON_NONFINITE = ('stop', 'skip')
 
 
 def _is_due(step: int, every: int, last: int) -> bool:
@@ -80,36 +43,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict | Non
 
 
 def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> dict | None:
-  if config.train.on_nonfinite not in ON_NONFINITE:
-    raise ConfigError(
-      f'train.on_nonfinite={config.train.on_nonfinite!r}: use one of {", ".join(ON_NONFINITE)}'
-    )
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
   # A resumed run's weights are in its checkpoint: the pretrained file may be gone.
   resuming = checkpoint.has_checkpoint(workdir / 'checkpoints')
-  setup_ = setup(config, mesh, pretrained_weights=not resuming)
+  prepared = experiment.setup(config, mesh, pretrained_weights=not resuming)
   checkpoint.save_config(config, workdir)
-  checkpoint.check_free_space(workdir, setup_.state)
+  checkpoint.check_free_space(workdir, prepared.state)
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
-  state = setup_.state
+  state = prepared.state
   if ckpt.latest_step() is not None:
-    state, _ = restore_checkpoint(ckpt, state, config.model)
+    state, _ = experiment.restore_checkpoint(ckpt, state, config.model)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   elif resuming:  # Opening set aside every step (unreadable): start over, weights included.
-    state = setup(config, mesh).state
-  start, total = int(state.step), setup_.total_steps
+    state = experiment.setup(config, mesh).state
+  start, total = int(state.step), prepared.total_steps
 
   train_step = train_state.make_train_step(
-    setup_.graphdef,
-    setup_.tx,
-    setup_.schedule,
+    prepared.graphdef,
+    prepared.tx,
+    prepared.schedule,
     mesh,
     dtype=config.model.dtype,
     label_smoothing=config.optim.label_smoothing,
     skip_nonfinite=config.train.on_nonfinite == 'skip',
   )
-  eval_step = train_state.make_eval_step(setup_.graphdef, mesh)
+  eval_step = train_state.make_eval_step(prepared.graphdef, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(
@@ -120,7 +79,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
   )
   _print(
-    f'training {total} steps ({setup_.steps_per_epoch} per epoch) on {mesh.devices.size} '
+    f'training {total} steps ({prepared.steps_per_epoch} per epoch) on {mesh.devices.size} '
     f'device(s), from step {start}'
   )
   pending, unchecked, eval_result, stop = [], [], None, False

@@ -8,7 +8,7 @@ import tempfile
 import jax
 import pytest
 
-from configs import default
+from resnet_jax import defaults
 
 CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
 _CREATED_CACHE = pytest.StashKey[str]()  # The cache folder this run made, to remove after.
@@ -34,8 +34,8 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def model_config():
-  """`config.model` from configs/default.py (CIFAR ResNet-20, option A), unlocked copy."""
-  return default.get_config().model
+  """`config.model` of the defaults (CIFAR ResNet-20, option A), unlocked copy."""
+  return defaults.get_config().model
 
 
 @pytest.fixture

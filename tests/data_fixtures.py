@@ -1,5 +1,6 @@
 """Builders of small on-disk datasets for the resnet_jax.data tests (plain functions)."""
 
+import contextlib
 import hashlib
 import io
 import os
@@ -9,13 +10,13 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from configs import default
+from resnet_jax import defaults
 from resnet_jax.data.tf_setup import tf
 
 
 def data_config(**fields) -> ml_collections.ConfigDict:
-  """`config.data` from configs/default.py with `fields` overridden (new keys allowed)."""
-  config = default.get_config().data
+  """`config.data` of the defaults with `fields` overridden (new keys allowed)."""
+  config = defaults.get_config().data
   with config.unlocked():
     for name, value in fields.items():
       setattr(config, name, value)
@@ -90,6 +91,25 @@ def tiny_tfds_dataset(data_dir, name='tiny_digits', sizes=(('train', 30), ('test
     disable_shuffling=True,
   )
   return name
+
+
+@contextlib.contextmanager
+def mock_prepared(name: str, num_examples: int, root):
+  """TFDS's real `name` builder, prepared as far as the code can tell: its split sizes
+  (`num_examples` each) are written where `tfds.testing.mock_data` reads metadata (a
+  folder of `root`), and the mock serves `num_examples` random examples per split."""
+  builder = tfds.builder(name, data_dir=str(root))
+  splits = [
+    tfds.core.SplitInfo(name=split, shard_lengths=[num_examples], num_bytes=0)
+    for split in ('train', 'validation', 'test')
+  ]
+  builder.info.set_splits(tfds.core.SplitDict(splits))
+  os.makedirs(builder.data_dir, exist_ok=True)
+  builder.info.write_to_directory(builder.data_dir)
+  with tfds.testing.mock_data(
+    num_examples=num_examples, data_dir=str(root), policy=tfds.testing.MockPolicy.USE_FILES
+  ):
+    yield
 
 
 def digest(array: np.ndarray) -> str:

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from resnet_jax import checkpoint, parallel, trainer
+from resnet_jax import checkpoint, experiment, parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -74,9 +74,9 @@ def restore_state(workdir, config=None):
   """The newest checkpoint of the run in `workdir` (its own config.json by default), in the
   layout of `config`'s model (stacked stages with model.scan)."""
   config = config or checkpoint.load_config(workdir)
-  setup = trainer.setup(config, parallel.create_mesh())
+  setup = experiment.setup(config, parallel.create_mesh())
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / 'checkpoints', read_only=True)
-  state, _ = trainer.restore_checkpoint(ckpt, setup.state, config.model)
+  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config.model)
   ckpt.close()
   return state
 

@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
-from resnet_jax import checkpoint
-from resnet_jax.cli import ConfigError, RunError
+from resnet_jax import checkpoint, defaults
+from resnet_jax.errors import ConfigError, RunError
 
 
 def _state(value):
@@ -42,7 +41,7 @@ def test_save_restore_keep_last_n_plus_best(tmp_path):
   assert meta['step'] == 50 and meta['metrics'] == {'top1': 0.4, 'loss': 1.0}
   state, _ = reopened.restore(_state(0), step=reopened.best_step())
   assert int(state['step']) == 20
-  with pytest.raises(FileNotFoundError, match='step 30'):
+  with pytest.raises(ConfigError, match='step 30'):
     reopened.restore(abstract, step=30)
 
 
@@ -62,7 +61,7 @@ def test_best_step_is_none_without_evaluations(tmp_path):
 
 
 def test_config_json_round_trip_and_model_change_refused(tmp_path):
-  config = default.get_config()
+  config = defaults.get_config()
   checkpoint.save_config(config, tmp_path)
   assert checkpoint.load_config(tmp_path).to_dict()['model'] == config.model.to_dict()
   config.train.num_steps = 100  # Non-model changes are allowed and recorded.
@@ -75,12 +74,12 @@ def test_config_json_round_trip_and_model_change_refused(tmp_path):
 
 
 def test_config_of_an_older_run_gains_fields_added_since(tmp_path):
-  config = default.get_config().to_dict()
+  config = defaults.get_config().to_dict()
   del config['data']['normalize']  # as saved before the field existed
   config['optim']['boundaries'] = [5, 7]  # JSON has no tuples
   (tmp_path / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
   loaded = checkpoint.load_config(tmp_path)
-  assert loaded.data.normalize == default.get_config().data.normalize
+  assert loaded.data.normalize == defaults.get_config().data.normalize
   assert loaded.optim.boundaries == (5, 7)
 
 
@@ -172,8 +171,8 @@ def test_full_disk_save_fails_and_keeps_the_last_good_checkpoint(small_disk):
 def test_unwritable_workdir_is_a_config_error(tmp_path):
   (tmp_path / 'file').write_text('')
   with pytest.raises(ConfigError, match=r'cannot write to --workdir=.*file/run \(Not a directory'):
-    checkpoint.save_config(default.get_config(), tmp_path / 'file' / 'run')
-  checkpoint.save_config(default.get_config(), tmp_path / 'run')
+    checkpoint.save_config(defaults.get_config(), tmp_path / 'file' / 'run')
+  checkpoint.save_config(defaults.get_config(), tmp_path / 'run')
   assert [p.name for p in (tmp_path / 'run').iterdir()] == [checkpoint.CONFIG_FILE]
 
 

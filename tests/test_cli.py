@@ -7,16 +7,17 @@ import textwrap
 
 import pytest
 
-from resnet_jax import cli
+from resnet_jax import cli, defaults
 
 _SCRIPT = textwrap.dedent("""
-    from resnet_jax import cli
+    from resnet_jax import cli, defaults
+    from resnet_jax.errors import ConfigError, RunError
     _CONFIG = cli.define_config_flag()
     def main(argv):
       if _CONFIG.value.model.depth == 7:
-        raise cli.ConfigError('model.depth=7: not a CIFAR depth')
+        raise ConfigError('model.depth=7: not a CIFAR depth')
       if _CONFIG.value.model.depth == 9:
-        raise cli.RunError('the run cannot go on: do this')
+        raise RunError('the run cannot go on: do this')
       print('depth', _CONFIG.value.model.depth)
     cli.run(main)
 """)
@@ -110,9 +111,7 @@ def test_good_override_runs(tmp_path):
 
 
 def test_config_json_round_trip():
-  from configs import default
-
-  config = default.get_config()
-  again = cli.config_from_json(cli.config_to_json(config))
+  config = defaults.get_config()
+  again = defaults.from_json(defaults.to_json(config))
   assert again.model.to_dict() == config.model.to_dict()
   assert list(again.optim.boundaries) == list(config.optim.boundaries)

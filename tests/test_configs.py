@@ -15,7 +15,7 @@ CONFIG_FILES = sorted(p.stem for p in (Path(__file__).parents[1] / 'configs').gl
 def test_config_loads_and_describes_a_valid_network(name):
   module = importlib.import_module(f'configs.{name}')
   assert module.__doc__ and 'python ' in module.__doc__  # the command that runs it
-  network_spec(module.get_config().model)
+  network_spec(module.get_config().model, platform='cpu')
 
 
 @pytest.mark.parametrize('depth', [20, 32, 44, 56, 110, 1202])
@@ -23,7 +23,7 @@ def test_cifar_configs_follow_the_paper(depth):
   from configs import resnet_cifar10
 
   config = resnet_cifar10.get_config(str(depth))
-  assert network_spec(config.model).units_per_stage == ((depth - 2) // 6,) * 3
+  assert network_spec(config.model, platform='cpu').units_per_stage == ((depth - 2) // 6,) * 3
   assert config.model.shortcut == 'A' and config.train.num_steps == 64_000
   schedule = optim.create_learning_rate_schedule(
     config.optim, batch_size=128, steps_per_epoch=390, total_steps=64_000
@@ -62,7 +62,7 @@ def test_imagenet_configs_by_depth_and_shortcut(arg, shortcut, block):
 
   config = resnet_imagenet.get_config(arg)
   assert config.model.shortcut == shortcut
-  assert network_spec(config.model).unit.block == block
+  assert network_spec(config.model, platform='cpu').unit.block == block
   assert config.optim.boundaries_unit == 'epochs' and tuple(config.optim.boundaries) == (30, 60)
 
 
@@ -101,7 +101,7 @@ def test_identity_mappings_configs(arg, block, units, fields):
   from configs import identity_mappings_cifar10
 
   config = identity_mappings_cifar10.get_config(arg)
-  spec = network_spec(config.model)
+  spec = network_spec(config.model, platform='cpu')
   assert (spec.unit.block, spec.units_per_stage) == (block, (units,) * 3)
   assert {k: config.model[k] for k in fields} == fields
   assert config.optim.warmup_steps == 400 and config.train.num_steps == 64_000

@@ -1,13 +1,22 @@
 """resnet_jax.data.pipeline: batches, determinism, resume, sharding, eval padding, errors."""
 
+import re
+
 import ml_dtypes
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from resnet_jax import data
 from resnet_jax.data import pipeline, preprocess
-from tests.data_fixtures import data_config, digest, image_folder, take, tiny_tfds_dataset
+from resnet_jax.errors import ConfigError, RunError
+from tests.data_fixtures import (
+  data_config,
+  digest,
+  image_folder,
+  mock_prepared,
+  take,
+  tiny_tfds_dataset,
+)
 
 IMAGENET_LOW = float((0 - preprocess.IMAGENET_MEAN.max()) / preprocess.IMAGENET_STD.min())
 IMAGENET_HIGH = float((255 - preprocess.IMAGENET_MEAN.min()) / preprocess.IMAGENET_STD.min())
@@ -40,9 +49,9 @@ def _indices(batches, index_of):
   return [[index_of[digest(image)] for image in b['image']] for b in batches]
 
 
-def test_mock_imagenet_jpeg_train_and_eval_batches():
+def test_mock_imagenet_jpeg_train_and_eval_batches(tmp_path):
   config = data_config(dataset='imagenet2012', preprocess='imagenet', image_size=224)
-  with tfds.testing.mock_data(num_examples=6):
+  with mock_prepared('imagenet2012', 6, tmp_path):
     batch = next(data.create_train_iterator(config, global_batch_size=4, seed=0))
     evals = list(data.create_eval_iterator(config, global_batch_size=4))
     ten = next(data.create_eval_iterator(config, global_batch_size=4, crops=10, dtype='bfloat16'))
@@ -55,9 +64,9 @@ def test_mock_imagenet_jpeg_train_and_eval_batches():
   np.testing.assert_array_equal(ten['image'][:, 9], ten['image'][:, 4, :, ::-1])  # flipped center
 
 
-def test_mock_cifar10_batches_are_standardized():
+def test_mock_cifar10_batches_are_standardized(tmp_path):
   config = data_config(dataset='cifar10')
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_prepared('cifar10', 64, tmp_path):
     batch = next(data.create_train_iterator(config, global_batch_size=32, seed=1, dtype='bfloat16'))
     evals = next(data.create_eval_iterator(config, global_batch_size=64))
     ten = next(data.create_eval_iterator(config, global_batch_size=64, crops=10))
@@ -68,7 +77,7 @@ def test_mock_cifar10_batches_are_standardized():
   image = evals['image']  # per-pixel mean removed, one global std: mean 0, std 1 over the split
   assert abs(image.mean(axis=0)).max() < 1e-4 and 0.95 < image.std() <= 1.0 + 1e-4
   channel = data_config(dataset='cifar10', normalize='channel')
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_prepared('cifar10', 64, tmp_path):
     image = next(data.create_eval_iterator(channel, global_batch_size=64))['image']
   np.testing.assert_allclose(image.mean(axis=(0, 1, 2)), 0, atol=1e-4)
   np.testing.assert_allclose(image.std(axis=(0, 1, 2)), 1, atol=1e-3)
@@ -157,27 +166,40 @@ def test_unreadable_image_is_named(tmp_path):
   config = data_config(
     dataset=f'image_folder:{root}', preprocess='imagenet', image_size=16, eval_split='train'
   )
-  with pytest.raises(ValueError, match=f'unreadable image {bad}'):
+  with pytest.raises(RunError, match=f'unreadable image {bad}'):
     list(data.create_eval_iterator(config, global_batch_size=13))
 
 
 def test_batch_must_divide_by_devices_and_processes(monkeypatch):
   config = data_config(dataset='synthetic')
   monkeypatch.setattr(pipeline.jax, 'device_count', lambda: 8)
-  with pytest.raises(ValueError, match='global batch size 12 does not divide by the 8 devices'):
+  with pytest.raises(ConfigError, match='global batch size 12 does not divide by the 8 devices'):
     data.create_train_iterator(config, global_batch_size=12, seed=0)
-  with pytest.raises(ValueError, match='16 does not divide by the 3 processes'):
+  with pytest.raises(ConfigError, match='16 does not divide by the 3 processes'):
     data.create_eval_iterator(config, global_batch_size=16, process_index=0, process_count=3)
 
 
-def test_unknown_preprocess_and_split(tiny):
-  with pytest.raises(ValueError, match="unknown preprocess 'vgg'"):
-    data.create_train_iterator(
-      data_config(dataset='synthetic', preprocess='vgg'), global_batch_size=8, seed=0
-    )
-  with pytest.raises(ValueError, match="unknown or malformed split 'validation'"):
+@pytest.mark.parametrize(
+  'fields, message',
+  [
+    ({'preprocess': 'vgg'}, "data.preprocess='vgg': expected one of imagenet, cifar"),
+    ({'train_crop': 'center'}, "data.train_crop='center': expected one of scale, inception"),
+    ({'normalize': 'zca'}, "data.normalize='zca': expected one of pixel_mean, channel"),
+    ({'dataset': ''}, 'data.dataset is empty'),
+    ({'image_size': 0}, 'data.image_size=0: expected a positive integer'),
+    ({'crop_padding': -1}, 'data.crop_padding=-1: expected >= 0'),
+  ],
+)
+def test_check_config_names_the_bad_field(fields, message):
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    data.check_config(data_config(**fields))
+  data.check_config(data_config())  # the defaults pass
+
+
+def test_unknown_split_and_empty_train_split(tiny):
+  with pytest.raises(ConfigError, match="unknown or malformed split 'validation'"):
     data.create_eval_iterator(tiny, global_batch_size=8, split='validation')
-  with pytest.raises(ValueError, match='the train split is empty'):
+  with pytest.raises(ConfigError, match='the train split is empty'):
     data.create_train_iterator(
       data_config(dataset='synthetic', train_split='train[:0]'), global_batch_size=8, seed=0
     )

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from resnet_jax import data
 from resnet_jax.data import sources
 from resnet_jax.data.tf_setup import tf
-from tests.data_fixtures import data_config, image_folder, tiny_tfds_dataset
+from tests.data_fixtures import data_config, image_folder, mock_prepared, tiny_tfds_dataset
 
 
 def _read(split, index):
@@ -104,9 +103,9 @@ def test_empty_or_imageless_folder_and_unknown_split(tmp_path):
     sources.open_split(data_config(dataset=f'image_folder:{tmp_path}/nope'), 'train')
 
 
-def test_mock_data_is_not_served_from_another_mocks_cache():
+def test_a_split_is_not_served_from_another_folders_cache(tmp_path):
   config = data_config(dataset='cifar10')
-  with tfds.testing.mock_data(num_examples=5):
+  with mock_prepared('cifar10', 5, tmp_path / 'a'):
     assert data.get_dataset_info(config).num_train_examples == 5
-  with tfds.testing.mock_data(num_examples=9):
+  with mock_prepared('cifar10', 9, tmp_path / 'b'):
     assert data.get_dataset_info(config).num_train_examples == 9

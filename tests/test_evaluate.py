@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from resnet_jax import checkpoint, evaluator
+from resnet_jax.errors import ConfigError
 from tests.entry_points import TINY, run
 
 
@@ -50,7 +51,8 @@ def test_evaluate_checkpoint_choice(workdir):
 
 def test_evaluate_py_errors_are_one_line(workdir, tmp_path):
   cases = {
-    f'--workdir={tmp_path}': f'no checkpoints under {tmp_path}',
+    f'--workdir={tmp_path}': f'no checkpoints under {tmp_path}: pass a run directory or a '
+    'checkpoint step',
     f'--workdir={workdir} --split=tset': "unknown or malformed split 'tset': the splits are "
     "['test', 'train', 'validation'], sliced like 'train[:45000]' or 'train[90%:]'",
   }
@@ -60,17 +62,17 @@ def test_evaluate_py_errors_are_one_line(workdir, tmp_path):
     assert result.stderr.strip().splitlines() == [f'error: {line}'], result.stderr[-3000:]
 
 
-def test_no_checkpoint_to_evaluate_is_a_file_not_found_error(workdir, tmp_path):
+def test_no_checkpoint_to_evaluate_is_a_config_error(workdir, tmp_path):
   """What evaluate.py shows as one line, as above."""
   started = tmp_path / 'started'  # a run stopped before its first checkpoint
   (started / 'checkpoints').mkdir(parents=True)
   shutil.copy(workdir / 'config.json', started)
-  with pytest.raises(FileNotFoundError, match=f'no checkpoint in {started / "checkpoints"} yet'):
+  with pytest.raises(ConfigError, match=f'no checkpoint in {started / "checkpoints"} yet'):
     evaluator.evaluate(None, started)
   # Said before anything else, even where the dataset is not prepared either.
   unprepared = checkpoint.load_config(started)
   unprepared.data.dataset, unprepared.data.data_dir = 'cifar10', str(tmp_path / 'no_data')
-  with pytest.raises(FileNotFoundError, match='no checkpoint in .* yet'):
+  with pytest.raises(ConfigError, match='no checkpoint in .* yet'):
     evaluator.evaluate(unprepared, started)
-  with pytest.raises(FileNotFoundError, match=r'no checkpoint at step 3 in .* \(steps: \[2, 4\]\)'):
+  with pytest.raises(ConfigError, match=r'no checkpoint at step 3 in .* \(steps: \[2, 4\]\)'):
     evaluator.evaluate(None, workdir, step=3)

@@ -234,19 +234,25 @@ def test_bfloat16_computes_in_bfloat16_with_float32_parameters(model_config):
 )
 def test_wrong_configs_are_clear_value_errors(model_config, fields, message):
   with pytest.raises(ValueError, match=message):
-    network_spec(override(model_config, **fields))
+    network_spec(override(model_config, **fields), platform='cpu')
 
 
 def test_unknown_model_field_is_an_error(model_config):
   model_config.unlock()
   model_config.dept = 34
   with pytest.raises(ValueError, match=r"unknown fields \['dept'\]"):
-    network_spec(model_config)
+    network_spec(model_config, platform='cpu')
 
 
 def test_164_is_basic_unless_bottleneck_is_asked_for(model_config):
-  assert network_spec(override(model_config, depth=164)).units_per_stage == (27, 27, 27)
-  assert network_spec(override(model_config, block='bottleneck')).units_per_stage == (18, 18, 18)
+  assert network_spec(override(model_config, depth=164), platform='cpu').units_per_stage == (
+    27,
+    27,
+    27,
+  )
+  assert network_spec(
+    override(model_config, block='bottleneck'), platform='cpu'
+  ).units_per_stage == (18, 18, 18)
 
 
 def _batch(n=16, size=16, classes=4, seed=0):
@@ -297,7 +303,7 @@ def test_conv1x1_choice_keeps_parameters_and_multiply_adds(model_config):
     counts[choice] = (count_params(model), sum(r.macs for r in rows))
   assert counts['conv'] == counts['einsum']
   with pytest.raises(ValueError, match="'auto', 'einsum', 'conv'"):
-    network_spec(override(model_config, conv1x1='matmul'))
+    network_spec(override(model_config, conv1x1='matmul'), platform='cpu')
 
 
 def test_relu_only_preact_networks_end_with_the_extra_relu(model_config):

@@ -79,7 +79,7 @@ def test_summary_command_rejects_an_impossible_depth_in_one_line():
   assert (
     result.stderr.strip()
     .splitlines()[-1]
-    .startswith('error: config.model: a CIFAR network with basic units has depth 6n+2')
+    .startswith('error: a CIFAR network with basic units has depth 6n+2')
   )
   assert 'Traceback' not in result.stderr
 

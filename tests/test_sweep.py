@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from configs import default
-from resnet_jax import cli
+from resnet_jax import defaults
 from resnet_jax.analysis import grid, plots, report, run_record
+from resnet_jax.errors import EXIT_STOPPED
 from tests.entry_points import TINY, run, start
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -55,11 +55,11 @@ def test_apply_types_each_value_like_its_field():
     ('optim.boundaries', '(10, 20)'),
     ('optim.learning_rate', '1'),
   )
-  config = grid.apply(default.get_config(), grid.Point('p', overrides))
+  config = grid.apply(defaults.get_config(), grid.Point('p', overrides))
   assert (config.model.depth, config.model.scan, config.model.shortcut) == (56, True, 'none')
   assert tuple(config.optim.boundaries) == (10, 20) and config.optim.learning_rate == 1.0
   with pytest.raises(ValueError, match='no such field'):
-    grid.apply(default.get_config(), grid.Point('p', (('model.dept', '5'),)))
+    grid.apply(defaults.get_config(), grid.Point('p', (('model.dept', '5'),)))
 
 
 def test_error_curve_keeps_the_last_record_of_a_step(tmp_path):
@@ -236,7 +236,7 @@ def test_a_sigterm_stops_the_running_point_with_a_checkpoint_and_the_sweep_with_
   sweep.send_signal(signal.SIGTERM)  # To the sweep alone, as a container's first process.
   output = sweep.communicate(timeout=240)[0]
 
-  assert sweep.returncode == cli.EXIT_STOPPED, output[-3000:]
+  assert sweep.returncode == EXIT_STOPPED, output[-3000:]
   assert 'shortcut-A: stopped with its checkpoint' in output
   assert 'shortcut-none' not in output and not (tmp_path / 'sweep' / 'shortcut-none').exists()
   assert 'SIGTERM: stopped after step' in (point / 'train.log').read_text()
@@ -249,7 +249,7 @@ def test_a_sigterm_stops_the_running_point_with_a_checkpoint_and_the_sweep_with_
 @pytest.mark.parametrize('notice', [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 @pytest.mark.parametrize(
   'on_sigterm',
-  [f'signal.signal(signal.SIGTERM, lambda *_: sys.exit({cli.EXIT_STOPPED}))', 'pass'],
+  [f'signal.signal(signal.SIGTERM, lambda *_: sys.exit({EXIT_STOPPED}))', 'pass'],
   ids=['exits_75', 'killed_while_starting'],
 )
 def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
@@ -273,7 +273,7 @@ def test_a_notice_to_the_sweep_reaches_the_point_as_sigterm_and_stops_it(
   threading.Thread(target=notify_when_ready, daemon=True).start()
   with run_record.Notices() as notices:
     returncode = run_record.run([sys.executable, '-c', child], tmp_path, notices, record_every=0.1)
-  assert returncode == cli.EXIT_STOPPED
+  assert returncode == EXIT_STOPPED
   assert run_record.read(tmp_path)['status'] == 'stopped'
   assert {s: signal.getsignal(s) for s in before} == before
 
@@ -286,7 +286,7 @@ def test_a_notice_while_no_point_runs_stops_the_next_one_at_once(tmp_path):
     began = time.monotonic()
     command = [sys.executable, '-c', 'import time; time.sleep(60)']
     returncode = run_record.run(command, tmp_path, notices, record_every=0.1)
-  assert returncode == cli.EXIT_STOPPED and time.monotonic() - began < 30
+  assert returncode == EXIT_STOPPED and time.monotonic() - began < 30
   assert run_record.read(tmp_path)['status'] == 'stopped'
 
 
@@ -302,10 +302,11 @@ def test_a_notice_between_two_points_stops_the_sweep_before_the_second(tmp_path)
     '  signal.raise_signal(signal.SIGTERM)\n'
     '  return 0\n'
     'run_record.run = ends_with_a_notice\n'
+    'sweep.define_flags()\n'
     'cli.run(sweep.main)\n'
   )
   result = run(f'-c {script}', *_sweep_args(tmp_path))
-  assert result.returncode == cli.EXIT_STOPPED, result.stderr
+  assert result.returncode == EXIT_STOPPED, result.stderr
   assert 'ran shortcut-A' in result.stdout and 'ran shortcut-none' not in result.stdout
   assert 'stopped before shortcut-none; the same command resumes the sweep' in result.stdout
   assert not (tmp_path / 'sweep' / 'results.md').exists()

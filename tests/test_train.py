@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
-from resnet_jax import checkpoint, cli, metrics, parallel, trainer
+from resnet_jax import checkpoint, defaults, experiment, metrics, parallel
+from resnet_jax.errors import EXIT_STOPPED
 from tests.entry_points import (
   assert_same_state,
   environment,
@@ -40,10 +40,10 @@ _FAULTY_TRAIN_PY = """
 import os, signal, time
 import jax
 from jax.experimental import io_callback
-import train
+from resnet_jax.commands import train
 from orbax.checkpoint._src.path import atomicity
 from orbax.checkpoint._src.serialization import serialization
-from resnet_jax import cli, train_state
+from resnet_jax import train_state
 
 fault, at = os.environ['FAULT'].split(':')
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -91,7 +91,7 @@ async def faulty_finalize(self):
 train_state.make_train_step = faulty_make_train_step
 serialization.async_serialize_from_host = faulty_write
 atomicity.AtomicRenameTemporaryPath.finalize = faulty_finalize
-cli.run(train.main)
+train.run()
 """
 
 
@@ -146,7 +146,7 @@ BAD_INPUTS = {
   'batch that does not divide by the devices': (
     ['--config.train.batch_size=12'],
     8,
-    'train.batch_size: batch size 12 does not split over 8 devices; use a multiple of 8',
+    'batch size 12 does not split over 8 devices; use a multiple of 8',
   ),
 }
 
@@ -182,7 +182,7 @@ def test_signal_saves_exits_75_and_the_same_command_finishes_the_same_run(
   read_until(process, 'step 4/12')
   process.send_signal(signum)
   output = read_until(process, 'stopped after step')
-  assert process.wait(timeout=120) == cli.EXIT_STOPPED, output
+  assert process.wait(timeout=120) == EXIT_STOPPED, output
   stopped = int(
     re.search(rf'{signum.name}: stopped after step (\d+) with its checkpoint', output)[1]
   )
@@ -204,7 +204,7 @@ def test_a_notice_stops_within_two_steps_of_the_device(tmp_path):
   read_until(process, 'device done with step 5\n')
   process.send_signal(signal.SIGTERM)
   output = read_until(process, 'stopped after step')
-  assert process.wait(timeout=120) == cli.EXIT_STOPPED, output
+  assert process.wait(timeout=120) == EXIT_STOPPED, output
   stopped = int(re.search(r'stopped after step (\d+)', output)[1])
   assert 5 <= stopped <= 7, output
 
@@ -251,7 +251,7 @@ def test_kill_9_at_random_moments(uninterrupted, tmp_path):
 
 def _config(args):
   """The config that train.py makes of `args` (--config.SECTION.FIELD=VALUE overrides)."""
-  config = default.get_config()
+  config = defaults.get_config()
   for arg in args:
     if arg.startswith('--config.'):
       key, value = arg.removeprefix('--config.').split('=', 1)
@@ -265,7 +265,7 @@ def test_full_disk(small_disk):
   """Too little space for one checkpoint: an error before training. Space for one and a
   half: the second save fails, and the first stays good."""
   args = tiny(model__width=32, train__num_steps=8, train__log_every=1, train__checkpoint_every=2)
-  state = trainer.setup(_config(args), parallel.create_mesh()).state
+  state = experiment.setup(_config(args), parallel.create_mesh()).state
   state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
   too_small = small_disk(state_bytes // 2)
   result = run('train.py', *args, f'--workdir={too_small}')
@@ -331,7 +331,7 @@ def test_sigterm_to_one_host_stops_both_at_the_same_step(tmp_path):
   read_until(first, 'step 3/12')
   second.send_signal(signal.SIGTERM)
   output = read_until(first, 'stopped after step')
-  assert [p.wait(timeout=120) for p in (first, second)] == [cli.EXIT_STOPPED] * 2, output
+  assert [p.wait(timeout=120) for p in (first, second)] == [EXIT_STOPPED] * 2, output
   stopped = int(re.search(r'a preemption notice: stopped after step (\d+)', output)[1])
   assert checkpoint.Checkpointer(tmp_path / 'checkpoints', read_only=True).latest_step() == stopped
   again = two_hosts(args)

@@ -1,4 +1,4 @@
-"""The state and steps without a dataset: initialize is what trainer.setup starts from,
+"""The state and steps without a dataset: initialize is what experiment.setup starts from,
 a skipped step keeps the state, and neither the module nor the step benchmark (the GPU
 check) needs TensorFlow, TFDS, tensorboard or safetensors."""
 
@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import parallel, train_state, trainer
+from resnet_jax import experiment, parallel, train_state
 from tests.entry_points import assert_same_state, run
 from tests.test_trainer import tiny_config
 
@@ -21,10 +21,10 @@ def _initialize(config, mesh):
   return train_state.initialize(config, mesh, num_classes=10, in_channels=3, steps_per_epoch=1)
 
 
-def test_trainer_setup_starts_from_initialize_with_the_datasets_shape():
+def test_experiment_setup_starts_from_initialize_with_the_datasets_shape():
   mesh = parallel.create_mesh()
   config = tiny_config(5)
-  setup = trainer.setup(config, mesh)
+  setup = experiment.setup(config, mesh)
   start = train_state.initialize(
     config,
     mesh,

@@ -10,15 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
-from resnet_jax import checkpoint, data, metrics, trainer
-from resnet_jax.cli import ConfigError, RunError
+from resnet_jax import checkpoint, data, defaults, metrics, trainer
+from resnet_jax.errors import ConfigError, RunError
 from resnet_jax.models import layout
 from tests.entry_points import assert_same_state, environment, restore_state, run
 
 
 def tiny_config(num_steps):
-  config = default.get_config()
+  config = defaults.get_config()
   config.data.dataset = 'synthetic'
   config.data.image_size = 8
   config.data.train_split = 'train[:32]'  # One batch: the same 32 examples every step.
@@ -104,28 +103,55 @@ def test_changed_model_is_refused(runs):
 BAD_CONFIGS = {
   'impossible depth': (
     {'model.depth': 21},
-    'config.model: a CIFAR network with basic units has depth 6n+2 (e.g. 8, 20, 56), got 21',
+    'a CIFAR network with basic units has depth 6n+2 (e.g. 8, 20, 56), got 21',
   ),
   'impossible shortcut': (
     {'model.shortcut': 'E'},
-    "config.model: model.shortcut='E' is not one of 'A', 'B', 'C', 'D', 'none'",
+    "model.shortcut='E' is not one of 'A', 'B', 'C', 'D', 'none'",
   ),
   'impossible variant': (
     {'model.variant': 'v3'},
-    "config.model: model.variant='v3' is not one of 'v1', 'v1.5', 'preact'",
+    "model.variant='v3' is not one of 'v1', 'v1.5', 'preact'",
+  ),
+  'unknown augmentation': (
+    {'data.train_crop': 'center'},
+    "data.train_crop='center': expected one of scale, inception",
   ),
   'unknown split': (
     {'data.eval_split': 'tset'},
-    "config.data: unknown or malformed split 'tset': the splits are "
-    "['test', 'train', 'validation']",
+    "unknown or malformed split 'tset': the splits are ['test', 'train', 'validation']",
   ),
   'dataset not prepared': (
     {'data.dataset': 'cifar10', 'data.data_dir': '{tmp_path}'},
-    "config.data: dataset 'cifar10' is not prepared in {tmp_path}/cifar10/",
+    "dataset 'cifar10' is not prepared in {tmp_path}/cifar10/",
   ),
   'unknown on_nonfinite': (
     {'train.on_nonfinite': 'ignore'},
-    "train.on_nonfinite='ignore': use one of stop, skip",
+    "train.on_nonfinite='ignore': use stop or skip",
+  ),
+  'batch not in whole BatchNorm groups': (
+    {'model.bn_group_size': 12},
+    'train.batch_size=32 does not divide into BatchNorm groups of model.bn_group_size=12',
+  ),
+  'negative learning rate': ({'optim.learning_rate': -0.1}, 'optim.learning_rate=-0.1'),
+  'weights for a network of another structure': (
+    {'pretrained.weights': '{tmp_path}/r18.safetensors'},
+    "the torchvision/timm layout holds ImageNet ResNets with model.stem='imagenet'",
+  ),
+  'missing weight file': (
+    {
+      'pretrained.weights': '{tmp_path}/r18.safetensors',
+      'model.depth': 18,
+      'model.stem': 'imagenet',
+      'model.shortcut': 'B',
+      'model.variant': 'v1.5',
+    },
+    'weights file {tmp_path}/r18.safetensors does not exist',
+  ),
+  # Every section is checked before the dataset is opened: this one is not prepared.
+  'bad optimizer, dataset not prepared': (
+    {'optim.optimizer': 'adam', 'data.dataset': 'cifar10', 'data.data_dir': '{tmp_path}'},
+    "optim.optimizer='adam': expected one of sgd, lars",
   ),
 }
 
@@ -143,6 +169,18 @@ def test_bad_config_is_a_config_error_before_training(tmp_path, capsys, name):
   assert 'training' not in capsys.readouterr().out
 
 
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+  """A ValueError from inside the code is not dressed up as the user's config error."""
+
+  def broken(data_config):
+    raise ValueError('a bug')
+
+  monkeypatch.setattr(data, 'get_dataset_info', broken)
+  with pytest.raises(ValueError, match='a bug') as error:
+    trainer.train_and_evaluate(tiny_config(2), tmp_path / 'run')
+  assert not isinstance(error.value, ConfigError)
+
+
 def test_unwritable_workdir_is_a_config_error_before_training(tmp_path):
   (tmp_path / 'file').write_text('')
   with pytest.raises(ConfigError, match=r'cannot write to --workdir=.*/file/run \(Not a direc'):
@@ -151,19 +189,19 @@ def test_unwritable_workdir_is_a_config_error_before_training(tmp_path):
 
 _ONE_AND_EIGHT_DEVICES = """
 import jax, numpy as np
-from configs import default
-from resnet_jax import parallel, train_state, trainer
+from resnet_jax import defaults
+from resnet_jax import experiment, parallel, train_state
 assert jax.device_count() == 8
 rng = np.random.default_rng(0)
 batches = [{'image': rng.normal(size=(32, 8, 8, 3)).astype(np.float32),
             'label': rng.integers(0, 10, 32).astype(np.int32)}] * 3
 def run(devices):
-  c = default.get_config()
+  c = defaults.get_config()
   c.data.dataset, c.data.image_size = 'synthetic', 8
   c.model.depth, c.model.width, c.model.bn_group_size = 8, 4, 8  # ghost BN: groups of 8
   c.train.batch_size = 32
   mesh = parallel.create_mesh(devices)
-  s = trainer.setup(c, mesh)
+  s = experiment.setup(c, mesh)
   step = train_state.make_train_step(s.graphdef, s.tx, s.schedule, mesh)
   state, losses = s.state, []
   for batch in batches:

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import time
 
-from resnet_jax import cli
+from resnet_jax.errors import EXIT_STOPPED
 
 FILENAME = 'sweep.json'
 
@@ -93,7 +93,7 @@ class Notices:
 def _status(returncode: int) -> str:
   if returncode == 0:
     return 'done'
-  return 'stopped' if returncode == cli.EXIT_STOPPED else f'failed (exit status {returncode})'
+  return 'stopped' if returncode == EXIT_STOPPED else f'failed (exit status {returncode})'
 
 
 def run(
@@ -117,7 +117,7 @@ def run(
         with contextlib.suppress(subprocess.TimeoutExpired):
           returncode = process.wait(timeout=record_every)
   if notices.received and returncode != 0:
-    returncode = cli.EXIT_STOPPED
+    returncode = EXIT_STOPPED
   record.update(status=_status(returncode), wall_seconds=earlier_seconds + time.monotonic() - start)
   _write(workdir, record)
   return returncode

@@ -31,13 +31,18 @@ from flax import nnx
 
 from resnet_jax import cli, metrics
 from resnet_jax.analysis import grid
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout
 
-_CONFIG = cli.define_config_flag()
-_GRID = flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: networks at initialization.')
-_WORKDIR = flags.DEFINE_multi_string('workdir', [], 'A run whose latest checkpoint to measure.')
-_BATCH = flags.DEFINE_integer('batch_size', 128, 'Images of the measured batch.')
-_OUT = flags.DEFINE_string('out', None, 'The PNG to write (and a .json beside it).', required=True)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  cli.define_config_flag()
+  flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: networks at initialization.')
+  flags.DEFINE_multi_string('workdir', [], 'A run whose latest checkpoint to measure.')
+  flags.DEFINE_integer('batch_size', 128, 'Images of the measured batch.')
+  flags.DEFINE_string('out', None, 'The PNG to write (and a .json beside it).', required=True)
 
 
 def _layers(model) -> list[tuple[str, object]]:
@@ -103,12 +108,12 @@ def describe(config) -> str:
 
 def measure(config, state=None, *, batch_size: int) -> dict:
   """Both signals of the network `config` describes: at init, or with `state`'s weights."""
-  from resnet_jax import data, parallel, trainer  # Here: TensorFlow loads when measuring.
+  from resnet_jax import data, experiment, parallel  # Here: TensorFlow loads when measuring.
 
   config = config.copy_and_resolve_references()
   # Units one by one (the responses are sown per unit); same parameters and numerics.
   config.model.scan = config.model.remat = False
-  setup = trainer.setup(config, parallel.create_mesh())
+  setup = experiment.setup(config, parallel.create_mesh())
   state = state if state is not None else setup.state
   trained = state is not setup.state
   model = nnx.merge(setup.graphdef, state.params, state.batch_stats)
@@ -130,15 +135,15 @@ def measure(config, state=None, *, batch_size: int) -> dict:
 
 
 def _restore(workdir):
-  from resnet_jax import checkpoint, parallel, trainer
+  from resnet_jax import checkpoint, experiment, parallel
 
   config = checkpoint.load_config(workdir)
   if config is None:
-    raise cli.ConfigError(f'--workdir={workdir}: no config.json (not a run directory)')
-  setup = trainer.setup(config, parallel.create_mesh(), pretrained_weights=False)
+    raise ConfigError(f'--workdir={workdir}: no config.json (not a run directory)')
+  setup = experiment.setup(config, parallel.create_mesh(), pretrained_weights=False)
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / 'checkpoints', read_only=True)
   if ckpt.latest_step() is None:
-    raise cli.ConfigError(f'--workdir={workdir}: no checkpoint yet')
+    raise ConfigError(f'--workdir={workdir}: no checkpoint yet')
   # One entry per unit, as checkpoints hold it and as `measure`'s unrolled network takes it.
   state, _ = ckpt.restore(layout.to_per_unit(setup.state))
   ckpt.close()
@@ -169,21 +174,21 @@ def plot(results: list[dict], path):
 
 def main(argv):
   if len(argv) > 1:
-    raise cli.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if _CONFIG.value is None and not _WORKDIR.value:
-    raise cli.ConfigError('give --config (networks at initialization) and/or --workdir runs')
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None and not FLAGS.workdir:
+    raise ConfigError('give --config (networks at initialization) and/or --workdir runs')
   results = []
-  if _CONFIG.value is not None:
+  if FLAGS.config is not None:
     try:
-      points = grid.points([grid.parse_axis(spec) for spec in _GRID.value])
-      configs = [grid.apply(_CONFIG.value, p) for p in points]
+      points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
+      configs = [grid.apply(FLAGS.config, p) for p in points]
     except ValueError as e:
-      raise cli.ConfigError(str(e)) from e
-    results += [measure(config, batch_size=_BATCH.value) for config in configs]
-  for workdir in _WORKDIR.value:
+      raise ConfigError(str(e)) from e
+    results += [measure(config, batch_size=FLAGS.batch_size) for config in configs]
+  for workdir in FLAGS.workdir:
     config, state = _restore(workdir)
-    results.append(measure(config, state, batch_size=_BATCH.value))
-  out = pathlib.Path(_OUT.value)
+    results.append(measure(config, state, batch_size=FLAGS.batch_size))
+  out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   plot(results, out)
   out.with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
@@ -198,4 +203,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

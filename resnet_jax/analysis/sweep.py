@@ -1,4 +1,4 @@
-"""Runs a grid of config overrides, one train.py run per point, then a table and curves.
+"""Runs a grid of config overrides, one training run per point, then a table and curves.
 
   python -m resnet_jax.analysis.sweep --config=configs/resnet_cifar10.py \
     --grid model.depth=20,56 --grid model.shortcut=A,none --workdir=runs/sweep
@@ -33,25 +33,30 @@ from absl import flags
 
 from resnet_jax import cli
 from resnet_jax.analysis import grid, run_record
+from resnet_jax.errors import EXIT_STOPPED, ConfigError, RunError
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+FLAGS = flags.FLAGS
 
-_CONFIG = flags.DEFINE_string('config', None, 'Config file, FILE[:ARG], as for train.py.')
-_GRID = flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: one axis of the grid (repeat).')
-_SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE: an override shared by every point.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the sweep (one workdir per point).')
-_OUT = flags.DEFINE_string('out', None, 'Path prefix of the table (.md) and curves (.png).')
-_PANEL_BY = flags.DEFINE_string('panel_by', None, 'A grid key: one curve panel per value.')
-_SHARD = flags.DEFINE_string('shard', '0/1', 'I/N: run every N-th point from the I-th.')
-_PRINT = flags.DEFINE_bool('print_commands', False, 'Print the pending points, run nothing.')
-_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write the table and curves only.')
+
+def define_flags():
+  flags.DEFINE_string('config', None, 'Config file, FILE[:ARG], as for train.py.')
+  flags.DEFINE_multi_string('grid', [], 'KEY=V1,V2,...: one axis of the grid (repeat).')
+  flags.DEFINE_multi_string('set', [], 'KEY=VALUE: an override shared by every point.')
+  flags.DEFINE_string('workdir', None, 'Directory of the sweep (one workdir per point).')
+  flags.DEFINE_string('out', None, 'Path prefix of the table (.md) and curves (.png).')
+  flags.DEFINE_string('panel_by', None, 'A grid key: one curve panel per value.')
+  flags.DEFINE_string('shard', '0/1', 'I/N: run every N-th point from the I-th.')
+  flags.DEFINE_bool('print_commands', False, 'Print the pending points, run nothing.')
+  flags.DEFINE_bool('report_only', False, 'Write the table and curves only.')
 
 
 def train_command(config: str, point: grid.Point, shared: list[str], workdir) -> list[str]:
+  """The training command of one point (resnet_jax/commands/train.py, what train.py runs)."""
   overrides = [f'--config.{kv}' for kv in shared] + point.flags()
   return [
     sys.executable,
-    str(ROOT / 'train.py'),
+    '-m',
+    'resnet_jax.commands.train',
     f'--config={config}',
     *overrides,
     f'--workdir={workdir}',
@@ -122,48 +127,49 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
 
 def main(argv):
   if len(argv) > 1:
-    raise cli.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _CONFIG.value or not _WORKDIR.value:
-    raise cli.ConfigError('--config=FILE[:ARG] and --workdir=DIR are required')
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.config or not FLAGS.workdir:
+    raise ConfigError('--config=FILE[:ARG] and --workdir=DIR are required')
   try:
-    all_points = grid.points([grid.parse_axis(spec) for spec in _GRID.value])
-    mine = grid.shard(all_points, _SHARD.value)
+    all_points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
+    mine = grid.shard(all_points, FLAGS.shard)
   except ValueError as e:
-    raise cli.ConfigError(str(e)) from e
-  if _PANEL_BY.value and _PANEL_BY.value not in dict(all_points[0].overrides):
-    raise cli.ConfigError(f'--panel_by={_PANEL_BY.value}: not one of the --grid keys')
-  root = pathlib.Path(_WORKDIR.value)
+    raise ConfigError(str(e)) from e
+  if FLAGS.panel_by and FLAGS.panel_by not in dict(all_points[0].overrides):
+    raise ConfigError(f'--panel_by={FLAGS.panel_by}: not one of the --grid keys')
+  root = pathlib.Path(FLAGS.workdir)
   failed = []
   with run_record.Notices() as notices:
-    for i, point in enumerate([] if _REPORT_ONLY.value else mine):
+    for i, point in enumerate([] if FLAGS.report_only else mine):
       workdir = root / point.name
-      command = train_command(_CONFIG.value, point, _SET.value, workdir)
+      command = train_command(FLAGS.config, point, FLAGS.set, workdir)
       if run_record.is_done(workdir):
         print(f'[{i + 1}/{len(mine)}] {point.name}: done, skipped', flush=True)
         continue
-      if _PRINT.value:
+      if FLAGS.print_commands:
         print(shlex.join(command), flush=True)
         continue
       if notices.received:  # A notice between two points: start no more.
         print(f'stopped before {point.name}; the same command resumes the sweep', flush=True)
-        return cli.EXIT_STOPPED
+        return EXIT_STOPPED
       print(f'[{i + 1}/{len(mine)}] {point.name}: running, log in {workdir}/train.log', flush=True)
       returncode = run_record.run(command, workdir, notices)
-      if returncode == cli.EXIT_STOPPED:  # A notice (preemption): leave now, no report.
+      if returncode == EXIT_STOPPED:  # A notice (preemption): leave now, no report.
         print(
           f'[{i + 1}/{len(mine)}] {point.name}: stopped with its checkpoint; '
           'the same command resumes the sweep',
           flush=True,
         )
-        return cli.EXIT_STOPPED
+        return EXIT_STOPPED
       if returncode:
         failed.append(point.name)
         print(f'[{i + 1}/{len(mine)}] {point.name}: failed, see its train.log', flush=True)
-  if not _PRINT.value:
-    write_report(root, all_points, _OUT.value or str(root / 'results'), _PANEL_BY.value)
+  if not FLAGS.print_commands:
+    write_report(root, all_points, FLAGS.out or str(root / 'results'), FLAGS.panel_by)
   if failed:
-    raise cli.RunError(f'{len(failed)} point(s) failed: {", ".join(failed)}')
+    raise RunError(f'{len(failed)} point(s) failed: {", ".join(failed)}')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

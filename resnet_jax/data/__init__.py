@@ -7,7 +7,13 @@
 See docs/data.md for the sources, preprocessing and the determinism/resume contract.
 """
 
-from resnet_jax.data.pipeline import create_eval_iterator, create_train_iterator
+from resnet_jax.data.pipeline import check_config, create_eval_iterator, create_train_iterator
 from resnet_jax.data.sources import DatasetInfo, get_dataset_info
 
-__all__ = ['DatasetInfo', 'create_eval_iterator', 'create_train_iterator', 'get_dataset_info']
+__all__ = [
+  'DatasetInfo',
+  'check_config',
+  'create_eval_iterator',
+  'create_train_iterator',
+  'get_dataset_info',
+]

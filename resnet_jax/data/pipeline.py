@@ -18,8 +18,33 @@ import numpy as np
 
 from resnet_jax.data import preprocess, sources
 from resnet_jax.data.tf_setup import tf
+from resnet_jax.errors import ConfigError, RunError
 
-_PREPROCESS = ('imagenet', 'cifar')
+PREPROCESS = ('imagenet', 'cifar')  # data.preprocess: the augmentation families
+
+
+def check_config(data_config) -> None:
+  """A ConfigError for the first `config.data` value that cannot work, without opening the
+  dataset (its name and splits are checked when it is opened)."""
+  for field, allowed in (
+    ('preprocess', PREPROCESS),
+    ('train_crop', preprocess.TRAIN_CROPS),
+    ('normalize', preprocess.NORMALIZATIONS),
+  ):
+    if data_config[field] not in allowed:
+      raise ConfigError(
+        f'data.{field}={data_config[field]!r}: expected one of {", ".join(allowed)}'
+      )
+  if not data_config.dataset:
+    raise ConfigError(
+      f"data.dataset is empty: a TFDS name, '{sources.FOLDER_PREFIX}<path>' or "
+      f"'{sources.SYNTHETIC}'"
+    )
+  if not isinstance(data_config.image_size, int) or data_config.image_size < 1:
+    raise ConfigError(f'data.image_size={data_config.image_size!r}: expected a positive integer')
+  for field in ('crop_padding', 'pca_lighting'):
+    if data_config[field] < 0:
+      raise ConfigError(f'data.{field}={data_config[field]}: expected >= 0')
 
 
 def _process(process_index, process_count):
@@ -33,12 +58,12 @@ def _process(process_index, process_count):
 def _local_batch(global_batch_size: int, process_count: int) -> int:
   devices = jax.device_count()
   if global_batch_size <= 0 or global_batch_size % devices:
-    raise ValueError(
+    raise ConfigError(
       f'global batch size {global_batch_size} does not divide by the '
       f'{devices} devices (jax.device_count())'
     )
   if global_batch_size % process_count:
-    raise ValueError(
+    raise ConfigError(
       f'global batch size {global_batch_size} does not divide by the {process_count} processes'
     )
   return global_batch_size // process_count
@@ -66,11 +91,6 @@ def _normalization(data_config, split: sources.Split, image_size: int):
   return norm
 
 
-def _check_preprocess(data_config):
-  if data_config.preprocess not in _PREPROCESS:
-    raise ValueError(f'unknown preprocess {data_config.preprocess!r}: {" | ".join(_PREPROCESS)}')
-
-
 def _options() -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
@@ -83,7 +103,7 @@ def _options() -> tf.data.Options:
 def _train_positions(num_examples, global_batch, process_index, process_count, seed, start_step):
   """Dataset of (stream position, example index) of this process's rows from `start_step` on."""
   if num_examples == 0:
-    raise ValueError('the train split is empty')
+    raise ConfigError('the train split is empty: check data.train_split')
   local_batch = global_batch // process_count
   start = start_step * global_batch
 
@@ -102,7 +122,7 @@ def _train_positions(num_examples, global_batch, process_index, process_count, s
 
 
 def _iterate(ds, split: sources.Split, indices_of_step, start_step=0):
-  """Yields numpy batches; turns a decode failure into a ValueError naming the file."""
+  """Yields numpy batches; a decode failure ends the run with a RunError naming the file."""
   step = start_step
   iterator = ds.as_numpy_iterator()
   while True:
@@ -113,8 +133,8 @@ def _iterate(ds, split: sources.Split, indices_of_step, start_step=0):
     except tf.errors.InvalidArgumentError as e:
       bad = sources.find_unreadable(split, indices_of_step(step))
       if bad:
-        raise ValueError(bad) from None
-      raise ValueError(f'input pipeline failed at step {step}: {e.message}') from e
+        raise RunError(f'{bad}: remove or replace it, then rerun the same command') from None
+      raise RunError(f'input pipeline failed at step {step}: {e.message}') from e
     yield batch
     step += 1
 
@@ -130,7 +150,6 @@ def create_train_iterator(
   process_count=None,
 ):
   """Infinite iterator of {'image': [b, H, W, C], 'label': int32 [b]} for this process."""
-  _check_preprocess(data_config)
   process_index, process_count = _process(process_index, process_count)
   local_batch = _local_batch(global_batch_size, process_count)
   split = sources.open_split(data_config, data_config.train_split)
@@ -196,7 +215,6 @@ def create_eval_iterator(
   process_count=None,
 ):
   """Finite iterator of {'image', 'label', 'mask'}: every example once, padding masked."""
-  _check_preprocess(data_config)
   if crops not in (1, 10):
     raise ValueError(f'crops must be 1 or 10, not {crops}')
   process_index, process_count = _process(process_index, process_count)

@@ -20,6 +20,9 @@ import numpy as np
 
 from resnet_jax.data.tf_setup import tf
 
+TRAIN_CROPS = ('scale', 'inception')  # data.train_crop, the imagenet family's
+NORMALIZATIONS = ('pixel_mean', 'channel')  # data.normalize, the cifar family's
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 # AlexNet's PCA lighting noise: eigenvalues/vectors of the ImageNet RGB covariance (0-255 scale).
@@ -53,12 +56,10 @@ def normalization_from_images(images: np.ndarray, mode: str) -> Normalization:
   if mode == 'pixel_mean':
     mean = images.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = np.full([channels], _histogram_moments(images.ravel())[1], np.float32)
-  elif mode == 'channel':
+  else:  # channel
     pixels = images.reshape(-1, channels)
     moments = [_histogram_moments(np.ascontiguousarray(pixels[:, c])) for c in range(channels)]
     mean, std = (np.array(m, np.float32) for m in zip(*moments, strict=True))
-  else:
-    raise ValueError(f'unknown normalization {mode!r}: pixel_mean | channel')
   return Normalization(mean, np.maximum(std, 1e-3))
 
 
@@ -186,10 +187,8 @@ def imagenet_train(
   crop_seed, flip_seed, light_seed = _split_seed(seed, 3)
   if crop == 'scale':
     window_fn = lambda shape: scale_augment_window(shape, crop_seed, image_size)
-  elif crop == 'inception':
+  else:  # inception
     window_fn = lambda shape: inception_crop_window(shape, crop_seed)
-  else:
-    raise ValueError(f'unknown train_crop {crop!r}: scale | inception')
   image = decode_window(raw, encoded, channels, window_fn, jpeg_only)
   image = _resize(image, [image_size, image_size])
   if flip:

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from resnet_jax.data.tf_setup import tf
+from resnet_jax.errors import ConfigError
 
 MAX_IN_MEMORY_BYTES = 4 << 30
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -95,7 +96,7 @@ def _slices(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
   try:
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
   except (ValueError, KeyError, AssertionError):
-    raise ValueError(
+    raise ConfigError(
       f'unknown or malformed split {split!r}: the splits are {sorted(sizes)}, '
       "sliced like 'train[:45000]' or 'train[90%:]'"
     ) from None
@@ -150,7 +151,7 @@ def _folder_split(path: str, split: str) -> Split:
   whole folder is the `train` split. Split strings slice it (`train[:90%]`).
   """
   if not os.path.isdir(path):
-    raise ValueError(f'image folder {path!r} does not exist')
+    raise ConfigError(f'image folder {path!r} does not exist')
   subdirs = _class_folders(path)
   split_roots = {
     d: os.path.join(path, d) for d in subdirs if d in ('train', 'val', 'validation', 'test')
@@ -159,7 +160,7 @@ def _folder_split(path: str, split: str) -> Split:
     split_roots = {'train': path}
   class_names = _class_folders(split_roots.get('train', next(iter(split_roots.values()))))
   if not class_names:
-    raise ValueError(f'image folder {path!r} is empty: it needs one subfolder of images per class')
+    raise ConfigError(f'image folder {path!r} is empty: it needs one subfolder of images per class')
 
   files: dict[str, list[tuple[str, int]]] = {}
   for name, root in split_roots.items():
@@ -176,7 +177,7 @@ def _folder_split(path: str, split: str) -> Split:
     for ex in files[name][start:stop]
   ]
   if not examples:
-    raise ValueError(
+    raise ConfigError(
       f'image folder {path!r} has no images ({", ".join(IMAGE_EXTENSIONS)}) in split {split!r}'
     )
   paths = tf.constant([p for p, _ in examples])
@@ -210,39 +211,31 @@ def _tfds_split(name: str, split: str, data_dir: str | None) -> Split:
   describe = lambda i: f'example {i} of {name} split {split!r}'
   jpeg_only = getattr(image_feature, 'encoding_format', None) == 'jpeg'
 
-  mocked = _is_mocked()
-  if not builder.info.splits and not mocked:
+  if not builder.info.splits:
     raise _not_prepared(builder, data_dir)
-  if builder.info.splits:  # Empty under tfds.testing.mock_data, which accepts any split.
-    infos = builder.info.splits
-    slices = _slices(split, {k: v.num_examples for k, v in infos.items()})
-    if fixed_shape:  # Held decoded.
-      num_bytes = sum(stop - start for _, start, stop in slices) * np.prod(image_feature.shape)
-    else:
-      num_bytes = sum(
-        infos[k].num_bytes * (stop - start) // max(infos[k].num_examples, 1)
-        for k, start, stop in slices
-      )
-    if num_bytes > MAX_IN_MEMORY_BYTES:
-      source = _data_source(builder, split, keys)
-      return Split(
-        len(source),
-        num_classes,
-        num_channels,
-        True,
-        _data_source_reader(source, keys),
-        describe,
-        jpeg_only=jpeg_only,
-      )
+  infos = builder.info.splits
+  slices = _slices(split, {k: v.num_examples for k, v in infos.items()})
+  if fixed_shape:  # Held decoded.
+    num_bytes = sum(stop - start for _, start, stop in slices) * np.prod(image_feature.shape)
+  else:
+    num_bytes = sum(
+      infos[k].num_bytes * (stop - start) // max(infos[k].num_examples, 1)
+      for k, start, stop in slices
+    )
+  if num_bytes > MAX_IN_MEMORY_BYTES:
+    source = _data_source(builder, split, keys)
+    return Split(
+      len(source),
+      num_classes,
+      num_channels,
+      True,
+      _data_source_reader(source, keys),
+      describe,
+      jpeg_only=jpeg_only,
+    )
 
   images, labels = _load_cached(
-    name,
-    data_dir,
-    split,
-    keys,
-    fixed_shape,
-    num_channels,
-    tfds.core.DatasetBuilder.as_dataset if mocked else None,
+    str(builder.data_dir), name, data_dir, split, keys, fixed_shape, num_channels
   )
   labels_t = tf.constant(labels)
   images_t = tf.constant(images, tf.uint8 if fixed_shape else tf.string)
@@ -266,32 +259,28 @@ def tfds_builder(name: str, data_dir: str | None, **kwargs):
     known = list(tfds.list_builders()) + [SYNTHETIC, FOLDER_PREFIX]
     close = difflib.get_close_matches(name, known, n=3)
     hint = f'; did you mean {" or ".join(close)}?' if close else ''
-    raise ValueError(
+    raise ConfigError(
       f'unknown dataset {name!r}{hint} (a TFDS name, {FOLDER_PREFIX}<path> or {SYNTHETIC})'
     ) from None
 
 
-def _not_prepared(builder, data_dir: str | None) -> ValueError:
+def _not_prepared(builder, data_dir: str | None) -> ConfigError:
   command = f'python -m resnet_jax.data.prepare {builder.name}'
   if data_dir:
     command += f' --data_dir {data_dir}'
-  return ValueError(
+  return ConfigError(
     f'dataset {builder.name!r} is not prepared in {builder.data_dir}; run: {command}'
   )
 
 
-def _is_mocked() -> bool:
-  return tfds.core.DatasetBuilder.as_dataset.__name__ != 'as_dataset'
-
-
 @functools.lru_cache(maxsize=8)
-def _load_cached(name, data_dir, split, keys, decode, channels, mock_token):
+def _load_cached(prepared_dir, name, data_dir, split, keys, decode, channels):
   """The whole split as numpy: uint8 [N, H, W, C] images when `decode`, else encoded bytes.
 
-  `mock_token` is the patched `as_dataset` under tfds.testing.mock_data (a new function
-  per mock context), so mocked data never comes from a cache filled by other data.
+  Cached per process by the folder of the prepared files (`prepared_dir`, the builder's
+  data_dir), so that a split is never served from a cache filled from another folder.
   """
-  del mock_token
+  del prepared_dir
   builder = tfds.builder(name, data_dir=data_dir)
   image_key, label_key = keys
   if builder.info.file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
@@ -321,7 +310,7 @@ def _load_cached(name, data_dir, split, keys, decode, channels, mock_token):
     )
   batches = list(ds.batch(4096).prefetch(2).as_numpy_iterator())
   if not batches:
-    raise ValueError(f'split {split!r} of {name} is empty')
+    raise ConfigError(f'split {split!r} of {name} is empty')
   images = np.concatenate([b[0] for b in batches])
   labels = np.concatenate([b[1] for b in batches])
   images.flags.writeable = False
@@ -331,7 +320,7 @@ def _load_cached(name, data_dir, split, keys, decode, channels, mock_token):
 
 def _data_source(builder, split, keys):
   if builder.info.file_format != tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
-    raise ValueError(
+    raise ConfigError(
       f'{builder.name} {split!r} is too large to hold in memory and is stored as '
       f'{builder.info.file_format.value}, which has no random access; re-prepare it as '
       f'array_record: python -m resnet_jax.data.prepare {builder.name}'

@@ -11,12 +11,19 @@ from resnet_jax import cli
 from resnet_jax.models.resnet import NetworkSpec, create_model
 from resnet_jax.models.summary import format_table, summarize
 
-_CONFIG = cli.define_config_flag()
-_NUM_CLASSES = flags.DEFINE_integer(
-  'num_classes', None, 'Classes of the head (default: 1000 for the ImageNet stem, else 10).'
-)
-_IN_CHANNELS = flags.DEFINE_integer('in_channels', 3, 'Channels of the input images.')
-flags.mark_flag_as_required('config')
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  cli.define_config_flag()
+  flags.DEFINE_integer(
+    'num_classes',
+    None,
+    'Classes of the head (default: 1000 for the ImageNet stem, else 10).',
+    lower_bound=1,
+  )
+  flags.DEFINE_integer('in_channels', 3, 'Channels of the input images.', lower_bound=1)
+  flags.mark_flag_as_required('config')
 
 
 def describe(model_config, spec: NetworkSpec) -> str:
@@ -31,24 +38,19 @@ def describe(model_config, spec: NetworkSpec) -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  num_classes = _NUM_CLASSES.value or (1000 if config.model.stem == 'imagenet' else 10)
-  size = config.data.image_size
-  try:
-    model = create_model(
-      config.model,
-      num_classes=num_classes,
-      in_channels=_IN_CHANNELS.value,
-      rngs=nnx.Rngs(config.seed),
-    )
-  except ValueError as e:
-    raise cli.ConfigError(f'config.model: {e}') from e
+  config = FLAGS.config
+  num_classes = FLAGS.num_classes or (1000 if config.model.stem == 'imagenet' else 10)
+  size, channels = config.data.image_size, FLAGS.in_channels
+  model = create_model(
+    config.model, num_classes=num_classes, in_channels=channels, rngs=nnx.Rngs(config.seed)
+  )
   print(
-    f'{describe(config.model, model.spec)} on {size}x{size}x{_IN_CHANNELS.value} images, '
+    f'{describe(config.model, model.spec)} on {size}x{size}x{channels} images, '
     f'{num_classes} classes'
   )
-  print(format_table(summarize(model, (size, size, _IN_CHANNELS.value))))
+  print(format_table(summarize(model, (size, size, channels))))
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.models.blocks import (
   BLOCKS,
   BOTTLENECK_EXPANSION,
@@ -75,7 +76,7 @@ class NetworkSpec:
 
 def _choose(field: str, value, allowed) -> None:
   if value not in allowed:
-    raise ValueError(f'model.{field}={value!r} is not one of {", ".join(map(repr, allowed))}')
+    raise ConfigError(f'model.{field}={value!r} is not one of {", ".join(map(repr, allowed))}')
 
 
 def _cifar_units(depth: int, block: str) -> int:
@@ -90,30 +91,23 @@ def _cifar_units(depth: int, block: str) -> int:
     hint = ''
     if fits:
       hint = f" (depth {depth} is a {fits[0]}-unit depth: set model.block='{fits[0]}')"
-    raise ValueError(
+    raise ConfigError(
       f'a CIFAR network with {block} units has depth {per_depth}n+2 '
       f'(e.g. {per_depth + 2}, {3 * per_depth + 2}, {9 * per_depth + 2}), got {depth}{hint}'
     )
   return (depth - 2) // per_depth
 
 
-def _on_cpu() -> bool:
-  """Whether XLA:CPU runs the network (the formulations in `conv` are for it)."""
-  return jax.default_backend() == 'cpu'
-
-
-def _pointwise_einsum(choice: str) -> bool:
-  """1x1 convolutions as einsum: on CPU by default (see conv.PointwiseConv)."""
-  return _on_cpu() if choice == 'auto' else choice == 'einsum'
-
-
-def network_spec(model_config) -> NetworkSpec:
-  """Validates `config.model` and resolves it; a ValueError names what is allowed."""
+def network_spec(model_config, *, platform: str) -> NetworkSpec:
+  """Validates `config.model` and resolves it for `platform`, the kind of device that runs
+  the network ('cpu', 'gpu', 'tpu'): on 'cpu', 1x1 convolutions default to einsum and
+  stride-1 convolutions write their backward pass out (the XLA:CPU formulations in `conv`;
+  same parameters and, to float tolerance, outputs). A ConfigError names what is allowed."""
   cfg = ml_collections.ConfigDict(model_config)
   unknown = sorted(set(cfg.keys()) - set(MODEL_FIELDS))
   missing = sorted(set(MODEL_FIELDS) - set(cfg.keys()))
   if unknown or missing:
-    raise ValueError(
+    raise ConfigError(
       f'config.model has unknown fields {unknown} / lacks fields {missing}; '
       f'the fields are {", ".join(MODEL_FIELDS)}'
     )
@@ -125,28 +119,30 @@ def network_spec(model_config) -> NetworkSpec:
   _choose('conv1x1', cfg.conv1x1, CONV1X1)
   _choose('gate', cfg.gate, GATES)
   if cfg.gate != 'off' and cfg.shortcut == 'none':
-    raise ValueError(f"model.gate='{cfg.gate}' scales a shortcut: a plain network has none")
+    raise ConfigError(f"model.gate='{cfg.gate}' scales a shortcut: a plain network has none")
   if cfg.zero_init_residual and cfg.variant == 'bn_after_add':
-    raise ValueError(
+    raise ConfigError(
       "model.zero_init_residual=True with variant 'bn_after_add' would zero the BN after the "
       'addition, so the whole unit: set zero_init_residual=False'
     )
+  if not isinstance(cfg.bn_group_size, int) or cfg.bn_group_size < 0:
+    raise ConfigError(f'model.bn_group_size={cfg.bn_group_size!r}: expected >= 0 (0 = whole batch)')
   if not isinstance(cfg.width, int) or cfg.width < 1:
-    raise ValueError(f'model.width must be a positive integer, got {cfg.width!r}')
+    raise ConfigError(f'model.width must be a positive integer, got {cfg.width!r}')
   if cfg.zero_init_residual and cfg.shortcut == 'none':
-    raise ValueError(
+    raise ConfigError(
       'model.zero_init_residual=True with shortcut none would zero every layer of a plain '
       'network: use a residual shortcut (A, B, C, D) or zero_init_residual=False'
     )
 
   if cfg.stem == 'imagenet':
     if cfg.depth not in IMAGENET_DEPTHS:
-      raise ValueError(
+      raise ConfigError(
         f'an ImageNet ResNet has depth {", ".join(map(str, IMAGENET_DEPTHS))}; got {cfg.depth}'
       )
     block, units = IMAGENET_DEPTHS[cfg.depth]
     if cfg.block not in ('auto', block):
-      raise ValueError(
+      raise ConfigError(
         f'ImageNet ResNet-{cfg.depth} uses {block} units (He et al. 2015 Table 1); '
         f"got model.block='{cfg.block}': use 'auto' or '{block}'"
       )
@@ -162,8 +158,8 @@ def network_spec(model_config) -> NetworkSpec:
     zero_init_residual=cfg.zero_init_residual,
     bn_group_size=cfg.bn_group_size,
     dtype=DTYPES[cfg.dtype],
-    pointwise_einsum=_pointwise_einsum(cfg.conv1x1),
-    explicit_conv_grads=_on_cpu(),
+    pointwise_einsum=platform == 'cpu' if cfg.conv1x1 == 'auto' else cfg.conv1x1 == 'einsum',
+    explicit_conv_grads=platform == 'cpu',
     gate=cfg.gate,
     gate_bias=float(cfg.gate_bias),
   )
@@ -355,10 +351,17 @@ class ResNet(nnx.Module):
     return self.logits(self.stage_outputs(x_nhwc, key)[-1])
 
 
-def create_model(model_config, *, num_classes: int, in_channels: int = 3, rngs: nnx.Rngs) -> ResNet:
-  """The network `config.model` describes, in training mode (BN on batch statistics)."""
+def create_model(
+  model_config,
+  *,
+  num_classes: int,
+  in_channels: int = 3,
+  rngs: nnx.Rngs,
+  platform: str | None = None,
+) -> ResNet:
+  """The network `config.model` describes, in training mode (BN on batch statistics), for
+  `platform` (see `network_spec`; default: JAX's default backend, where it will run)."""
   if num_classes < 1 or in_channels < 1:
     raise ValueError(f'num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}')
-  return ResNet(
-    network_spec(model_config), num_classes=num_classes, in_channels=in_channels, rngs=rngs
-  )
+  spec = network_spec(model_config, platform=platform or jax.default_backend())
+  return ResNet(spec, num_classes=num_classes, in_channels=in_channels, rngs=rngs)

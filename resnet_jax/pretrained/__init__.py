@@ -6,7 +6,7 @@
   pretrained.export(model, 'resnet50.safetensors')  # torchvision layout again
 
 Every array of the file is checked against the network before anything is
-assigned: a missing, unexpected or misshapen key is a ValueError that names it
+assigned: a missing, unexpected or misshapen key is a ConfigError that names it
 (and the network the file holds, when it is another one).
 """
 
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import ResNet, create_model, layout
 from resnet_jax.pretrained import files, layouts
 from resnet_jax.pretrained.layouts import ARCHS, SOURCES
@@ -68,7 +69,7 @@ def assign(model: ResNet, arrays: dict, *, source: str, path, head: bool = True)
     if value.shape != flat[p].shape:
       wanted = layouts.to_torch(name, np.broadcast_to(np.float32(0), flat[p].shape)).shape
       hint = ': the classes differ, leave the head out' if name in HEAD_NAMES else ''
-      raise ValueError(
+      raise ConfigError(
         f'{path}: {name!r} has shape {tuple(arrays[name].shape)}, this network needs '
         f'{tuple(wanted)} ({"/".join(map(str, p))}){hint}'
       )
@@ -79,7 +80,7 @@ def assign(model: ResNet, arrays: dict, *, source: str, path, head: bool = True)
 
 
 def _check_names(given: set, ours: dict, path) -> None:
-  """A ValueError naming the first missing or unexpected key (and the file's network)."""
+  """A ConfigError naming the first missing or unexpected key (and the file's network)."""
   missing = sorted(n for n in ours if n not in given)
   unexpected = sorted(given - ours.keys())
   if not (missing or unexpected):
@@ -92,8 +93,8 @@ def _check_names(given: set, ours: dict, path) -> None:
   more = len(missing) + len(unexpected) - 1
   more = f' ({more} more keys differ)' if more else ''
   if holds != wanted:
-    raise ValueError(f'{path} holds {holds}, not {wanted}: {key}{more}')
-  raise ValueError(f'{path} does not match {wanted}: {key}{more}')
+    raise ConfigError(f'{path} holds {holds}, not {wanted}: {key}{more}')
+  raise ConfigError(f'{path} does not match {wanted}: {key}{more}')
 
 
 def export(model: ResNet, path) -> None:

@@ -17,12 +17,17 @@ import os
 from absl import flags
 
 from resnet_jax import cli, pretrained
+from resnet_jax.errors import ConfigError
 
-_SOURCE = flags.DEFINE_enum('source', None, pretrained.SOURCES, 'Layout of the file.')
-_ARCH = flags.DEFINE_string('arch', None, f'One of {", ".join(pretrained.ARCHS)}.')
-_SRC = flags.DEFINE_string('src', None, 'The weight file (.pth/.pt/.bin or .safetensors).')
-_DST = flags.DEFINE_string('dst', None, 'Directory for <arch>.safetensors.')
-flags.mark_flags_as_required(['source', 'arch', 'src', 'dst'])
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_enum('source', None, pretrained.SOURCES, 'Layout of the file.')
+  flags.DEFINE_string('arch', None, f'One of {", ".join(pretrained.ARCHS)}.')
+  flags.DEFINE_string('src', None, 'The weight file (.pth/.pt/.bin or .safetensors).')
+  flags.DEFINE_string('dst', None, 'Directory for <arch>.safetensors.')
+  flags.mark_flags_as_required(['source', 'arch', 'src', 'dst'])
 
 
 def sha256(path: str) -> str:
@@ -35,20 +40,18 @@ def sha256(path: str) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise cli.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    model = pretrained.load(_SOURCE.value, _ARCH.value, _SRC.value)
-  except ValueError as e:
-    raise cli.ConfigError(str(e)) from e
-  os.makedirs(_DST.value, exist_ok=True)
-  dst = os.path.join(_DST.value, f'{_ARCH.value}.safetensors')
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  model = pretrained.load(FLAGS.source, FLAGS.arch, FLAGS.src)
+  os.makedirs(FLAGS.dst, exist_ok=True)
+  dst = os.path.join(FLAGS.dst, f'{FLAGS.arch}.safetensors')
   pretrained.export(model, dst)
   print(
     json.dumps(
-      {'dst': dst, 'num_classes': model.head.out_features, 'src_sha256': sha256(_SRC.value)}
+      {'dst': dst, 'num_classes': model.head.out_features, 'src_sha256': sha256(FLAGS.src)}
     )
   )
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -2,8 +2,21 @@
 
 import ml_collections
 
-from resnet_jax.models import ResNet
-from resnet_jax.pretrained import assign, files
+from resnet_jax.models import NetworkSpec, ResNet
+from resnet_jax.pretrained import assign, files, layouts
+
+
+def check_config(
+  pretrained_config: ml_collections.ConfigDict, spec: NetworkSpec, *, load_weights: bool = True
+) -> None:
+  """A ConfigError for a `config.pretrained` that cannot load into the network `spec`
+  describes (an unknown source, a network of another structure, a missing file unless
+  `load_weights` is False); that the file holds this network is checked as it loads."""
+  layouts.check_source(pretrained_config.source)
+  if pretrained_config.weights:
+    layouts.check_representable(spec)
+    if load_weights:
+      files.check_path(pretrained_config.weights)
 
 
 def prepare(

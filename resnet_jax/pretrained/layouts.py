@@ -18,7 +18,8 @@ are our scale/bias/mean/var (epsilon 1e-5 on both sides);
 import ml_collections
 import numpy as np
 
-from configs import default
+from resnet_jax import defaults
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import IMAGENET_DEPTHS, NetworkSpec
 
 SOURCES = ('torchvision', 'timm')
@@ -29,23 +30,23 @@ _BN_NAMES = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': '
 
 
 def check_source(source: str, arch: str | None = None) -> None:
-  """A ValueError for an unknown source, an unknown arch or a D variant."""
+  """A ConfigError for an unknown source, an unknown arch or a D variant."""
   if source not in SOURCES:
-    raise ValueError(f'unknown weights source {source!r}: expected one of {", ".join(SOURCES)}')
+    raise ConfigError(f'unknown weights source {source!r}: expected one of {", ".join(SOURCES)}')
   if arch is None or arch in ARCHS:
     return
   if arch.rstrip('d') in ARCHS:
-    raise ValueError(
+    raise ConfigError(
       f"{arch} (timm's ResNet-D: deep 3x3 stem, average-pool shortcut) cannot be imported: "
       f'these networks have the single 7x7 stem; use one of {", ".join(ARCHS)}'
     )
-  raise ValueError(f'unknown arch {arch!r}: expected one of {", ".join(ARCHS)}')
+  raise ConfigError(f'unknown arch {arch!r}: expected one of {", ".join(ARCHS)}')
 
 
 def model_config(arch: str, **overrides) -> ml_collections.ConfigDict:
   """`config.model` of the network whose parameters `arch`'s state dict holds; `overrides`
   replace fields, e.g. dtype='bfloat16' or scan=True."""
-  config = default.get_config().model
+  config = defaults.get_config().model
   config.update(
     depth=ARCHS[arch], block='auto', stem='imagenet', shortcut='B', variant='v1.5', width=64,
     zero_init_residual=False, bn_group_size=0,
@@ -55,11 +56,11 @@ def model_config(arch: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def check_representable(spec: NetworkSpec) -> None:
-  """A ValueError unless the network has torchvision's structure (any depth and width)."""
+  """A ConfigError unless the network has torchvision's structure (any depth and width)."""
   unit = spec.unit
   same_stride = unit.block == 'basic' or unit.variant == 'v1.5'
   if spec.stem != 'imagenet' or unit.shortcut != 'B' or unit.variant == 'preact' or not same_stride:
-    raise ValueError(
+    raise ConfigError(
       "the torchvision/timm layout holds ImageNet ResNets with model.stem='imagenet', "
       f"shortcut='B' and variant='v1.5' (or 'v1' for basic units); this network has "
       f'stem={spec.stem!r}, shortcut={unit.shortcut!r}, variant={unit.variant!r}'

@@ -1,0 +1,56 @@
+"""Evaluates a checkpoint: top-1/top-5 and loss over a split, center crop or 10-crop.
+
+  python evaluate.py --workdir=runs/default [--step=N | --best] [--split=S] [--crops=1|10]
+  python evaluate.py --config=configs/resnet20_cifar10.py --checkpoint=runs/r20/checkpoints/64000
+
+Writes workdir/eval/<split>_<step>.json and prints the same metrics as one JSON
+object on the last line of stdout.
+"""
+
+import json
+
+from absl import flags
+
+from resnet_jax import cli
+from resnet_jax.errors import ConfigError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  cli.define_config_flag()
+  flags.DEFINE_string('workdir', None, 'A run directory (uses its config.json).')
+  flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (or run).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_bool('best', False, 'The checkpoint with the best eval top-1.')
+  flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
+  flags.DEFINE_enum('crops', '1', ['1', '10'], 'Center crop, or the 10-crop of the paper.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if bool(FLAGS.workdir) == bool(FLAGS.checkpoint):
+    raise ConfigError('pass exactly one of --workdir and --checkpoint')
+  if FLAGS.best and FLAGS.step is not None:
+    raise ConfigError('--step and --best exclude each other')
+  from resnet_jax import evaluator  # Here, not above: a mistyped flag fails before TF loads.
+
+  result = evaluator.evaluate(
+    FLAGS.config,
+    FLAGS.workdir or FLAGS.checkpoint,
+    step=FLAGS.step,
+    best=FLAGS.best,
+    split=FLAGS.split,
+    crops=int(FLAGS.crops),
+  )
+  print(json.dumps(result), flush=True)
+
+
+def run():
+  define_flags()
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

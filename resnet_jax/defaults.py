@@ -1,0 +1,115 @@
+"""Every configuration field, with its default: the base of all experiments.
+
+A config file starts from `defaults.get_config()` and overrides what differs, so
+a misspelled override (`--config.model.dept=34`) is an error, not a no-op:
+
+  from resnet_jax import defaults
+
+  def get_config():
+    config = defaults.get_config()
+    config.model.depth = 56
+    return config
+
+The values each field takes are checked, all sections at once, by
+`experiment.check_config` before a dataset is opened.
+"""
+
+import json
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # every random stream (init, data order, augmentation) derives from it
+
+  config.model = model = ml_collections.ConfigDict()
+  model.depth = 20  # as the papers count it: 18..200 (ImageNet), 6n+2, 9n+2 or 3n+2 (CIFAR)
+  # auto (bottleneck for ImageNet depth >= 50) | basic | bottleneck | one_layer (CIFAR 3n+2)
+  model.block = 'auto'
+  model.stem = 'cifar'  # imagenet (7x7/2 conv + 3x3/2 max-pool) | cifar (3x3 conv)
+  model.shortcut = 'A'  # A zero-pad | B project on change | C always | D avg-pool+project | none
+  model.variant = 'v1'  # v1 (stride in first 1x1) | v1.5 (stride in 3x3) | preact (BN-ReLU-conv)
+  # ... or Identity Mappings Table 2's units: bn_after_add | relu_before_add | relu_preact
+  # how shortcut h and branch F combine: off (h+F) | constant | exclusive | shortcut_only | dropout
+  model.gate = 'off'
+  model.gate_bias = 0.0  # initial bias b of the gates g = sigmoid(1x1 conv(x) + b)
+  model.width = 16  # filters of the first stage (64 ImageNet, 16 CIFAR)
+  model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
+  model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch
+  model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
+  model.conv1x1 = 'auto'  # 1x1 convs as: einsum | conv | auto (einsum on CPU, conv elsewhere)
+  model.scan = False  # run each stage's repeated units under lax.scan (one compiled unit body)
+  model.remat = False  # recompute each unit's activations in the backward pass (saves memory)
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic
+  data.train_split = 'train'  # TFDS split string, e.g. train[:45000]
+  data.eval_split = 'test'  # TFDS split string, e.g. train[45000:]
+  data.image_size = 32  # input resolution (square)
+  data.preprocess = 'cifar'  # augmentation family: imagenet | cifar
+  data.train_crop = 'scale'  # imagenet train crop: scale (shorter side in [256, 480]) | inception
+  data.pca_lighting = 0.0  # std of AlexNet PCA lighting noise (0.1 in the paper; 0 = off)
+  data.normalize = 'pixel_mean'  # cifar family: pixel_mean (the paper) | channel (mean/std)
+  data.crop_padding = 4  # cifar family: zero padding before the random crop
+  data.random_flip = True  # horizontal flips in training (False for digits)
+  data.data_dir = ''  # where prepared TFDS datasets live ('' = TFDS's default)
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 128  # global batch, over all devices and hosts
+  train.num_epochs = 0.0  # training length in epochs (used when num_steps is 0)
+  train.num_steps = 64_000  # training length in steps; > 0 wins over num_epochs
+  train.log_every = 100  # steps between training metric writes
+  train.eval_every = 2_000  # steps between evaluations of the eval split
+  train.checkpoint_every = 2_000  # steps between checkpoints
+  train.keep_checkpoints = 3  # recent checkpoints kept (plus the best)
+  train.eval_batch_size = 0  # global batch for evaluation (0 = train.batch_size)
+  train.on_nonfinite = 'stop'  # NaN/inf loss or gradient: stop (naming the step) | skip the update
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = 'sgd'  # sgd | lars
+  optim.learning_rate = 0.2  # base rate per 256 images (linear scaling rule)
+  optim.momentum = 0.9  # SGD momentum
+  optim.nesterov = False  # Nesterov momentum
+  optim.weight_decay = 1e-4  # L2 weight decay
+  optim.decay_bn_and_bias = True  # apply weight decay to BN parameters and biases too
+  optim.schedule = 'piecewise'  # piecewise | cosine | constant
+  optim.warmup = 'linear'  # linear (from warmup_factor x rate up) | constant (warmup_factor x rate)
+  optim.warmup_steps = 0  # warmup length in steps (see optim.warmup)
+  optim.warmup_epochs = 0.0  # warmup length in epochs (used when warmup_steps is 0)
+  optim.warmup_factor = 0.0  # rate during/at the start of warmup, x rate; ResNet-110: 0.1
+  optim.boundaries = (32_000, 48_000)  # piecewise: where the rate is x decay_factor
+  optim.boundaries_unit = 'steps'  # steps | epochs: what optim.boundaries count
+  optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
+  optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
+  optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
+  optim.backbone_lr_scale = 1.0  # rate of all but the head, x the rate; 0 = frozen (BN stats too)
+
+  config.pretrained = pretrained = ml_collections.ConfigDict()
+  pretrained.weights = ''  # file to start from: .safetensors (.pth needs torch); '' = random init
+  pretrained.source = 'torchvision'  # layout of the file: torchvision | timm
+  pretrained.load_head = False  # also load the file's classifier (same classes); else a new head
+  return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """A config saved with `to_json`, laid over the defaults: fields added to the codebase
+  since it was saved read as their defaults, and fields it no longer has are dropped."""
+  config = get_config()
+  _update(config, json.loads(text))
+  return config
+
+
+def _update(config: ml_collections.ConfigDict, saved: dict):
+  for key, value in saved.items():
+    if key not in config:
+      continue
+    if isinstance(value, dict):
+      _update(config[key], value)
+    else:
+      config[key] = tuple(value) if isinstance(config[key], tuple) else value

@@ -1,0 +1,93 @@
+"""What a run starts from: the whole config checked, the dataset's info, the initial state,
+and a checkpoint restored into it.
+
+The training loop (`trainer`), evaluation of a checkpoint (`evaluator.evaluate`) and the
+analyses share this set-up; it imports neither of them.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+
+from resnet_jax import checkpoint, data, optim, parallel, train_state
+from resnet_jax.errors import ConfigError
+from resnet_jax.models import layout, network_spec
+from resnet_jax.pretrained import finetune
+
+ON_NONFINITE = ('stop', 'skip')
+
+
+def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=True) -> None:
+  """A ConfigError for the first value of any section that cannot work, before a dataset
+  is opened or a model built. Each section is checked by the module that reads it.
+  `pretrained_weights=False`: the weight file is not read (a checkpoint replaces it), so it
+  need not exist any more."""
+  spec = network_spec(config.model, platform=mesh.devices.flat[0].platform)
+  data.check_config(config.data)
+  _check_train(config.train)
+  parallel.local_batch_size(config.train.batch_size, mesh)
+  group = config.model.bn_group_size
+  if 0 < group < config.train.batch_size and config.train.batch_size % group:
+    raise ConfigError(
+      f'train.batch_size={config.train.batch_size} does not divide into BatchNorm groups of '
+      f'model.bn_group_size={group}: use a multiple of it, or bn_group_size=0 (whole batch)'
+    )
+  if config.train.eval_batch_size:
+    parallel.local_batch_size(config.train.eval_batch_size, mesh)
+  optim.check_config(config.optim)
+  finetune.check_config(config.pretrained, spec, load_weights=pretrained_weights)
+
+
+def _check_train(train: ml_collections.ConfigDict) -> None:
+  if train.on_nonfinite not in ON_NONFINITE:
+    raise ConfigError(f'train.on_nonfinite={train.on_nonfinite!r}: use {" or ".join(ON_NONFINITE)}')
+  if train.num_steps <= 0 and train.num_epochs <= 0:
+    raise ConfigError('train.num_steps and train.num_epochs are both 0: nothing to train')
+  for name in ('log_every', 'eval_every', 'checkpoint_every', 'eval_batch_size'):
+    if train[name] < 0:
+      raise ConfigError(f'train.{name}={train[name]}: expected >= 0 (0 = never, or the default)')
+  if train.batch_size < 1:
+    raise ConfigError(f'train.batch_size={train.batch_size}: expected >= 1')
+  if train.keep_checkpoints < 1:
+    raise ConfigError(f'train.keep_checkpoints={train.keep_checkpoints}: expected >= 1')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup(train_state.Start):
+  """Everything derived from the config before the first step: the Start, and the
+  dataset's info and epoch length it was made from."""
+
+  info: Any  # data.DatasetInfo
+  steps_per_epoch: int
+
+
+def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
+  """The config checked, the dataset's info, then train_state.initialize from it
+  (parameters from config.seed, or config.pretrained.weights; `pretrained_weights=False`
+  skips reading that file, for a state that a checkpoint replaces)."""
+  check_config(config, mesh, pretrained_weights=pretrained_weights)
+  info = data.get_dataset_info(config.data)
+  steps_per_epoch = max(info.num_train_examples // config.train.batch_size, 1)
+  start = train_state.initialize(
+    config,
+    mesh,
+    num_classes=info.num_classes,
+    in_channels=info.num_channels,
+    steps_per_epoch=steps_per_epoch,
+    pretrained_weights=pretrained_weights,
+  )
+  fields = {field.name: getattr(start, field.name) for field in dataclasses.fields(start)}
+  return Setup(**fields, info=info, steps_per_epoch=steps_per_epoch)
+
+
+def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
+  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState.
+
+  Checkpoints hold one entry per unit (`layout.to_per_unit`), whatever `model.scan`
+  was, so runs resume and evaluate with it on or off.
+  """
+  restored, meta = ckpt.restore(layout.to_per_unit(state), step)
+  restored = layout.to_stacked(restored, model_config)
+  return jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, state), meta
