@@ -4,6 +4,7 @@ copy works from a directory that is not the checkout (no configs/, no train.py).
 import os
 import pathlib
 import pkgutil
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -57,7 +58,14 @@ def test_importing_every_module_defines_no_flag():
 @pytest.fixture(scope='module')
 def installed(tmp_path_factory) -> pathlib.Path:
   """The package installed with pip into a folder of its own (no dependencies: the test's
-  environment has them), as `pip install .` installs it."""
+  environment has them), as `pip install .` installs it, from a copy of what the package
+  is built from (setuptools writes its build/ beside the sources)."""
+  source = tmp_path_factory.mktemp('source')
+  for name in ('pyproject.toml', 'README.md', 'requirements.txt'):
+    shutil.copy(ROOT / name, source)
+  shutil.copytree(
+    ROOT / 'resnet_jax', source / 'resnet_jax', ignore=shutil.ignore_patterns('*.pyc')
+  )
   target = tmp_path_factory.mktemp('site')
   subprocess.run(
     [
@@ -70,7 +78,7 @@ def installed(tmp_path_factory) -> pathlib.Path:
       '--no-build-isolation',
       '--target',
       str(target),
-      str(ROOT),
+      str(source),
     ],  # fmt: skip
     check=True,
     capture_output=True,
