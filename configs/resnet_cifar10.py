@@ -28,8 +28,8 @@ from resnet_jax import defaults
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 WARMUP_DEPTH = 110  # "we use 0.01 to warm up the training until the training error is below 80%"
 # From this depth the units of a stage run under lax.scan: the same network, compiled in
-# seconds where the unrolled one takes minutes (ResNet-1202; README). Shallower networks
-# stay unrolled, which trains faster (on CPU 1.2x for ResNet-56 and -110; README).
+# seconds where the unrolled one takes minutes (ResNet-1202; docs/benchmarks.md). Shallower networks
+# stay unrolled, which trains faster (on CPU 1.2x for ResNet-56 and -110; docs/benchmarks.md).
 SCAN_DEPTH = 1000
 
 
