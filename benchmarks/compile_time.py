@@ -1,6 +1,6 @@
 """Compile time and memory of the train step against depth: unrolled vs scanned, with remat.
 
-  python -m benchmarks.compile_time                      # ResNet-110, -152, -1202: the table in docs/benchmarks.md
+  python -m benchmarks.compile_time    # ResNet-110, -152, -1202: the table in docs/benchmarks.md
   python -m benchmarks.compile_time --models=resnet56 --timeout=300
 
 For each network and execution (model.scan, model.remat) it reports the
