@@ -5,13 +5,13 @@ the embedded default that `make train` runs.
   python train.py --config=configs/resnet20_fashion_mnist.py --workdir=runs/default
   python evaluate.py --workdir=runs/default
 
-Measured (2026-11-30, `make train` from a fresh clone on 2 CPU cores, no
-accelerator): 11 min 41 s in all (venv, prepare, 1,872 steps at ~430 img/s,
-evaluation), 90.62% test top-1 (top-5 99.88%), on an AVX-512 AMD EPYC; 23 min 11 s
-(~205 img/s), 90.38% (top-5 99.89%) on a first-generation Zen (AVX2 only). Target:
->= 90% within about 15 minutes (met on the first); the Fashion-MNIST benchmark
+Measured (`make train` from a fresh clone on 2 CPU cores, no accelerator, pip's cache
+warm): 10 min 16 s in all (Debian's package, venv, prepare, 1,872 steps at ~460 img/s,
+evaluation), 90.62% test top-1 (top-5 99.88%), on an AMD EPYC Zen 5 with AVX-512
+(2026-12-07); 23 min 11 s (~205 img/s), 90.38% on a first-generation Zen, AVX2 only
+(2026-11-30). Target: >= 90% within about 15 minutes; the Fashion-MNIST benchmark
 lists ResNet-18 at ~94.9%. With `--config.train.num_epochs=15`: 93.10% in 45
-minutes on the first (docs/results/resnet20_fashion_mnist.md).
+minutes on an AVX-512 EPYC (docs/results/resnet20_fashion_mnist.md).
 Recipe: the paper's CIFAR-10 recipe (SGD, momentum 0.9, weight decay 1e-4,
 batch 128, rate 0.1, random crops and flips, per-pixel mean subtraction), with
 a 50-step warmup and a cosine decay over 4 epochs instead of 64k iterations,
