@@ -111,11 +111,14 @@ def unreachable(addresses: list[tuple[str, int]], timeout: float) -> dict[tuple[
   own, and one that gets no answer can take longer than the connection would.
   """
   outcome = {}  # address -> None where reached, else why not
+  silent = f'no answer within {timeout:g} s'
 
   def connect(address):
     try:
       socket.create_connection(address, timeout=timeout).close()
       outcome[address] = None
+    except TimeoutError:  # The same as the deadline below, whichever comes first.
+      outcome[address] = silent
     except OSError as e:
       outcome[address] = e.strerror or str(e)
 
@@ -125,7 +128,7 @@ def unreachable(addresses: list[tuple[str, int]], timeout: float) -> dict[tuple[
   deadline = time.monotonic() + timeout
   for thread in threads:
     thread.join(max(0.0, deadline - time.monotonic()))
-  why_not = {a: outcome.get(a, f'no answer within {timeout:g} s') for a in addresses}
+  why_not = {a: outcome.get(a, silent) for a in addresses}
   return {a: why for a, why in why_not.items() if why is not None}
 
 
