@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from resnet_jax import checkpoint, data, optim, parallel, train_state
+from resnet_jax import checkpoint, data, optim, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout, network_spec
 from resnet_jax.pretrained import finetune
@@ -27,15 +27,19 @@ def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=
   spec = network_spec(config.model, platform=mesh.devices.flat[0].platform)
   data.check_config(config.data)
   _check_train(config.train)
-  parallel.local_batch_size(config.train.batch_size, mesh)
+  devices = mesh.devices.size
+  for name in ('batch_size', 'eval_batch_size'):  # Global batches, sharded over the devices.
+    if config.train[name] % devices:
+      raise ConfigError(
+        f'train.{name}={config.train[name]} does not split over {devices} devices; '
+        f'use a multiple of {devices}'
+      )
   group = config.model.bn_group_size
   if 0 < group < config.train.batch_size and config.train.batch_size % group:
     raise ConfigError(
       f'train.batch_size={config.train.batch_size} does not divide into BatchNorm groups of '
       f'model.bn_group_size={group}: use a multiple of it, or bn_group_size=0 (whole batch)'
     )
-  if config.train.eval_batch_size:
-    parallel.local_batch_size(config.train.eval_batch_size, mesh)
   optim.check_config(config.optim)
   finetune.check_config(config.pretrained, spec, load_weights=pretrained_weights)
 
@@ -45,9 +49,13 @@ def _check_train(train: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.on_nonfinite={train.on_nonfinite!r}: use {" or ".join(ON_NONFINITE)}')
   if train.num_steps <= 0 and train.num_epochs <= 0:
     raise ConfigError('train.num_steps and train.num_epochs are both 0: nothing to train')
-  for name in ('log_every', 'eval_every', 'checkpoint_every', 'eval_batch_size'):
+  for name in ('log_every', 'eval_every', 'checkpoint_every'):
     if train[name] < 0:
-      raise ConfigError(f'train.{name}={train[name]}: expected >= 0 (0 = never, or the default)')
+      raise ConfigError(f'train.{name}={train[name]}: expected >= 0 (0 = at the last step only)')
+  if train.eval_batch_size < 0:
+    raise ConfigError(
+      f'train.eval_batch_size={train.eval_batch_size}: expected >= 0 (0 = batch_size)'
+    )
   if train.batch_size < 1:
     raise ConfigError(f'train.batch_size={train.batch_size}: expected >= 1')
   if train.keep_checkpoints < 1:

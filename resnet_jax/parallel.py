@@ -13,8 +13,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax.errors import ConfigError
-
 DATA_AXIS = 'data'
 
 
@@ -67,17 +65,6 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over `data`; the other axes whole."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-  """This process's share of the global batch; it must split evenly over the devices."""
-  num_devices = mesh.devices.size
-  if global_batch_size % num_devices:
-    raise ConfigError(
-      f'batch size {global_batch_size} does not split over {num_devices} devices; '
-      f'use a multiple of {num_devices}'
-    )
-  return global_batch_size // jax.process_count()
 
 
 def replicate(tree, mesh: Mesh):

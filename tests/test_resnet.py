@@ -306,6 +306,24 @@ def test_conv1x1_choice_keeps_parameters_and_multiply_adds(model_config):
     network_spec(override(model_config, conv1x1='matmul'), platform='cpu')
 
 
+@pytest.mark.parametrize(
+  'platform, conv1x1, einsum, explicit_grads',
+  [
+    ('cpu', 'auto', True, True),
+    ('gpu', 'auto', False, False),
+    ('tpu', 'auto', False, False),
+    ('gpu', 'einsum', True, False),
+    ('cpu', 'conv', False, True),
+  ],
+)
+def test_the_platform_passed_in_picks_the_formulations(
+  model_config, platform, conv1x1, einsum, explicit_grads
+):
+  """XLA:CPU's formulations follow the platform the caller names, not JAX's backend here."""
+  unit = network_spec(override(model_config, conv1x1=conv1x1), platform=platform).unit
+  assert (unit.pointwise_einsum, unit.explicit_conv_grads) == (einsum, explicit_grads)
+
+
 def test_relu_only_preact_networks_end_with_the_extra_relu(model_config):
   model = _model(model_config, variant='relu_preact')
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))

@@ -11,7 +11,7 @@ import pytest
 
 from resnet_jax import defaults
 from resnet_jax.analysis import grid, plots, report, run_record
-from resnet_jax.errors import EXIT_STOPPED
+from resnet_jax.errors import EXIT_STOPPED, ConfigError
 from tests.entry_points import TINY, run, start
 
 SWEEP = '-m resnet_jax.analysis.sweep'
@@ -58,8 +58,14 @@ def test_apply_types_each_value_like_its_field():
   config = grid.apply(defaults.get_config(), grid.Point('p', overrides))
   assert (config.model.depth, config.model.scan, config.model.shortcut) == (56, True, 'none')
   assert tuple(config.optim.boundaries) == (10, 20) and config.optim.learning_rate == 1.0
-  with pytest.raises(ValueError, match='no such field'):
-    grid.apply(defaults.get_config(), grid.Point('p', (('model.dept', '5'),)))
+  bad = {
+    ('model.dept', '5'): 'model.dept: the config has no such field',
+    ('model.depth', 'fifty'): "model.depth: expected a int, got 'fifty'",
+    ('model.scan', 'yes'): "model.scan: expected true or false, got 'yes'",
+  }
+  for override, message in bad.items():
+    with pytest.raises(ConfigError, match=message):
+      grid.apply(defaults.get_config(), grid.Point('p', (override,)))
 
 
 def test_error_curve_keeps_the_last_record_of_a_step(tmp_path):

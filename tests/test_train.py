@@ -146,7 +146,7 @@ BAD_INPUTS = {
   'batch that does not divide by the devices': (
     ['--config.train.batch_size=12'],
     8,
-    'batch size 12 does not split over 8 devices; use a multiple of 8',
+    'train.batch_size=12 does not split over 8 devices; use a multiple of 8',
   ),
 }
 

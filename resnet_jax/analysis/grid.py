@@ -10,6 +10,8 @@ import dataclasses
 import itertools
 import re
 
+from resnet_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Point:
@@ -28,9 +30,9 @@ def parse_axis(spec: str) -> tuple[str, list[str]]:
   key, sep, values = spec.partition('=')
   choices = [v.strip() for v in values.split(',')]
   if not sep or not key.strip() or not all(choices):
-    raise ValueError(f'grid axis {spec!r}: expected KEY=VALUE[,VALUE...], e.g. model.depth=20,56')
+    raise ConfigError(f'grid axis {spec!r}: expected KEY=VALUE[,VALUE...], e.g. model.depth=20,56')
   if len(set(choices)) != len(choices):
-    raise ValueError(f'grid axis {spec!r} repeats a value')
+    raise ConfigError(f'grid axis {spec!r} repeats a value')
   return key.strip(), choices
 
 
@@ -42,7 +44,7 @@ def points(axes: list[tuple[str, list[str]]]) -> list[Point]:
   """Every combination of the axes' values, the first axis outermost."""
   keys = [key for key, _ in axes]
   if len(set(keys)) != len(keys):
-    raise ValueError(f'a grid key appears twice: {keys}')
+    raise ConfigError(f'a grid key appears twice: {keys}')
   short = [key.rsplit('.', 1)[-1] for key in keys]
   labels = [s if short.count(s) == 1 else key for s, key in zip(short, keys, strict=True)]
   result = []
@@ -51,7 +53,7 @@ def points(axes: list[tuple[str, list[str]]]) -> list[Point]:
     result.append(Point(name or 'default', tuple(zip(keys, values, strict=True))))
   names = [p.name for p in result]
   if len(set(names)) != len(names):
-    raise ValueError(f'grid values differing only in punctuation give equal run names: {names}')
+    raise ConfigError(f'grid values differing only in punctuation give equal run names: {names}')
   return result
 
 
@@ -59,20 +61,23 @@ def shard(all_points: list[Point], spec: str) -> list[Point]:
   """The points host i of n runs, for spec 'i/n': every n-th, from the i-th."""
   match = re.fullmatch(r'(\d+)/(\d+)', spec)
   if not match or not int(match[1]) < int(match[2]):
-    raise ValueError(f'--shard={spec!r}: expected I/N with 0 <= I < N, e.g. 0/4')
+    raise ConfigError(f'--shard={spec!r}: expected I/N with 0 <= I < N, e.g. 0/4')
   index, count = int(match[1]), int(match[2])
   return all_points[index::count]
 
 
-def _parse(value: str, old):
-  """`value` typed like the field it replaces (as absl parses --config.KEY=VALUE)."""
+def _parse(key: str, value: str, old):
+  """`value` typed like the field `key` it replaces (as absl parses --config.KEY=VALUE)."""
   if isinstance(old, str):
     return value
   if isinstance(old, bool):
     if value.lower() not in ('true', 'false'):
-      raise ValueError(f'expected true or false, got {value!r}')
+      raise ConfigError(f'{key}: expected true or false, got {value!r}')
     return value.lower() == 'true'
-  return type(old)(ast.literal_eval(value))
+  try:
+    return type(old)(ast.literal_eval(value))
+  except (ValueError, TypeError, SyntaxError):
+    raise ConfigError(f'{key}: expected a {type(old).__name__}, got {value!r}') from None
 
 
 def apply(config, point: Point):
@@ -84,6 +89,6 @@ def apply(config, point: Point):
     for name in parents:
       parent = parent[name]
     if field not in parent:
-      raise ValueError(f'{key}: the config has no such field')
-    parent[field] = _parse(value, parent[field])
+      raise ConfigError(f'{key}: the config has no such field')
+    parent[field] = _parse(key, value, parent[field])
   return config

@@ -179,11 +179,8 @@ def main(argv):
     raise ConfigError('give --config (networks at initialization) and/or --workdir runs')
   results = []
   if FLAGS.config is not None:
-    try:
-      points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
-      configs = [grid.apply(FLAGS.config, p) for p in points]
-    except ValueError as e:
-      raise ConfigError(str(e)) from e
+    points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
+    configs = [grid.apply(FLAGS.config, p) for p in points]
     results += [measure(config, batch_size=FLAGS.batch_size) for config in configs]
   for workdir in FLAGS.workdir:
     config, state = _restore(workdir)

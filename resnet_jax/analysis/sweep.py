@@ -130,11 +130,8 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.config or not FLAGS.workdir:
     raise ConfigError('--config=FILE[:ARG] and --workdir=DIR are required')
-  try:
-    all_points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
-    mine = grid.shard(all_points, FLAGS.shard)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+  all_points = grid.points([grid.parse_axis(spec) for spec in FLAGS.grid])
+  mine = grid.shard(all_points, FLAGS.shard)
   if FLAGS.panel_by and FLAGS.panel_by not in dict(all_points[0].overrides):
     raise ConfigError(f'--panel_by={FLAGS.panel_by}: not one of the --grid keys')
   root = pathlib.Path(FLAGS.workdir)

@@ -35,6 +35,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import resource as tfds_resource
 
 from resnet_jax.data import sources
+from resnet_jax.errors import ConfigError
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 DEBIAN_FASHION_MNIST_PACKAGE = 'dataset-fashion-mnist'
@@ -50,7 +51,7 @@ CONNECT_TIMEOUT_S = 3.0
 def restore_gzip_header(data: bytes, file_name: str, mtime: int) -> bytes:
   """Rewrites a gzip member's header with FNAME=file_name and the given MTIME."""
   if data[:3] != b'\x1f\x8b\x08' or data[3] != 0:
-    raise ValueError(f'{file_name}.gz: expected a gzip header without optional fields')
+    raise ConfigError(f'{file_name}.gz: expected a gzip header without optional fields')
   header = data[:3] + b'\x08' + struct.pack('<I', mtime) + data[8:10]
   return header + file_name.encode() + b'\x00' + data[10:]
 
@@ -133,7 +134,7 @@ def unreachable(addresses: list[tuple[str, int]], timeout: float) -> dict[tuple[
 
 
 def check_downloads_reachable(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
-  """Raises ValueError, saying what to do instead, if a download's host cannot be reached."""
+  """A ConfigError, saying what to do instead, if a download's host cannot be reached."""
   pending = pending_downloads(builder, manual_dir)
   first_url = {}
   for url in pending:
@@ -150,7 +151,7 @@ def check_downloads_reachable(builder: tfds.core.DatasetBuilder, manual_dir: str
   else:
     files = ', '.join(sorted(set(pending.values())))
     todo = f'rerun where it is reachable, or put {files} in {manual_dir} (--manual_dir)'
-  raise ValueError(
+  raise ConfigError(
     f'{builder.name}: TFDS downloads it from {source}, which cannot be reached{via} ({why}); {todo}'
   )
 
@@ -175,7 +176,7 @@ def prepare(
     manual_dir = manual_dir or _default_manual_dir(data_dir)
     missing = missing_imagenet_files(manual_dir)
     if missing:
-      raise ValueError(
+      raise ConfigError(
         f'imagenet2012: missing {", ".join(missing)} in {manual_dir} '
         '(download them from https://image-net.org, then rerun)'
       )
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     builder = prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
-  except ValueError as e:
+  except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   splits = ', '.join(f'{k}: {v.num_examples}' for k, v in builder.info.splits.items())
