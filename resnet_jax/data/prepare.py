@@ -67,10 +67,9 @@ def rebuild_fashion_mnist(source_dir: str, manual_dir: str) -> None:
         f.write(data)
 
 
-def _default_manual_dir(data_dir: str | None) -> str:
-  return os.path.join(
-    data_dir or os.path.expanduser('~/tensorflow_datasets'), 'downloads', 'manual'
-  )
+def _default_manual_dir(builder: tfds.core.DatasetBuilder) -> str:
+  """Where TFDS looks for manually downloaded files when no --manual_dir is given."""
+  return os.path.join(builder.data_dir_root, 'downloads', 'manual')
 
 
 def missing_imagenet_files(manual_dir: str) -> list[str]:
@@ -173,7 +172,7 @@ def prepare(
       builder.download_and_prepare(download_config=config)
     return builder
   if name == 'imagenet2012':
-    manual_dir = manual_dir or _default_manual_dir(data_dir)
+    manual_dir = manual_dir or _default_manual_dir(builder)
     missing = missing_imagenet_files(manual_dir)
     if missing:
       raise ConfigError(
@@ -181,8 +180,7 @@ def prepare(
         '(download them from https://image-net.org, then rerun)'
       )
   if not builder.data_path.exists():  # what download_and_prepare reuses without a download
-    default_manual_dir = os.path.join(builder.data_dir_root, 'downloads', 'manual')
-    check_downloads_reachable(builder, manual_dir or default_manual_dir)
+    check_downloads_reachable(builder, manual_dir or _default_manual_dir(builder))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
