@@ -21,7 +21,8 @@ ON_NONFINITE = ('stop', 'skip')
 
 def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=True) -> None:
   """A ConfigError for the first value of any section that cannot work, before a dataset
-  is opened or a model built. Each section is checked by the module that reads it.
+  is opened or a model built. Each section is checked by the module that reads it; the
+  train section, which the loop reads, and the checks across sections are here.
   `pretrained_weights=False`: the weight file is not read (a checkpoint replaces it), so it
   need not exist any more."""
   spec = network_spec(config.model, platform=mesh.devices.flat[0].platform)
