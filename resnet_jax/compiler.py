@@ -1,39 +1,91 @@
-"""XLA compiler options for the train and eval steps, chosen per platform, step and dtype.
+"""How the train and eval steps compile on XLA:CPU: the choices `autotune` measures.
 
-On CPU the train step compiles with XLA's YNNPACK library fusions: for dots
-(which take the convolutions too) and reductions, and in float32 also for
-elementwise chains. Measured on a 2-core AVX-512 CPU (benchmarks/train_step.py),
-train step images/s with XLA's default -> with these:
-
-  float32   ResNet-50 3.4 -> 3.8-4.0, ResNet-20 207 -> 273-282, ResNet-56 (scan) 82 -> 92-94
-  bfloat16  ResNet-50 4.6 -> 5.1-5.3 (with elementwise chains too: 3.5-3.9)
-
-The eval step runs fastest with YNNPACK off altogether (XLA's default hands it
-some reductions): ResNet-50 eval 18.2 -> 21 img/s, against 15 with the train
-step's fusions. Outputs and gradients stay equal to the default compilation to
-float tolerance (tests/test_compiler.py). GPUs and TPUs get no options.
-
-A user's own `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=...` wins: the
-steps then compile with what it says.
+A choice is a set of XLA:CPU's YNNPACK library fusions (`xla`: XLA's own default;
+`ynn-off`: none; `ynn:dot,reduce`: those kinds) and how 1x1 convolutions run
+(`model.conv1x1`: einsum or conv). Which is fastest depends on the CPU, the
+network and the dtype: the train step of ResNet-50 ran 1.4-1.6x faster with dot
+fusions alone than with dots, elementwise chains and reductions, on an Intel Xeon
+and an AMD EPYC (Zen 5) alike, while ResNet-20's was fastest with those fused too
+(docs/benchmarks.md). So nothing here is fixed per step: `autotune` times the
+candidates on the machine that runs them. Every candidate
+computes the same numbers to float tolerance (tests/test_compiler.py). GPUs and
+TPUs get no options: XLA autotunes their kernels itself.
 """
 
+import dataclasses
 import os
 
 import jax
 
+from resnet_jax.errors import ConfigError
+
 YNN_FUSION_FLAG = 'xla_cpu_experimental_ynn_fusion_type'
-# (step, compute dtype) -> the YNNPACK fusion kinds on CPU; any other: none.
-YNN_FUSIONS = {
-  ('train', 'float32'): ('DOT', 'ELTWISE', 'REDUCE'),
-  ('train', 'bfloat16'): ('DOT', 'REDUCE'),
-}
+YNN_KINDS = ('dot', 'eltwise', 'reduce')
+AUTOTUNE = 'autotune'
+# The fusion sets the autotuner measures, in the order it measures them.
+FUSION_CANDIDATES = ('ynn:dot', 'ynn:dot,reduce', 'ynn:dot,eltwise,reduce', 'ynn-off', 'xla')
 
 
-def step_options(mesh: jax.sharding.Mesh, step: str, dtype: str = 'float32') -> dict[str, str]:
-  """The compiler options for a `step` ('train' or 'eval') on `mesh` that computes in `dtype`."""
-  if mesh.devices.flat[0].platform != 'cpu':
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """How one step compiles on CPU: `fusions` (a name as in FUSION_CANDIDATES, or any
+  `ynn:` subset of YNN_KINDS) and `conv1x1` (model.conv1x1's value for the step)."""
+
+  fusions: str
+  conv1x1: str
+
+  def __str__(self) -> str:
+    return f'{self.fusions}, 1x1 as {self.conv1x1}'
+
+  def compiler_options(self) -> dict[str, str]:
+    return fusion_options(self.fusions)
+
+
+def fusion_options(fusions: str) -> dict[str, str]:
+  """XLA's compiler options for a fusion set name; a ConfigError for one that is not."""
+  if fusions == 'xla':
     return {}
-  if YNN_FUSION_FLAG in os.environ.get('XLA_FLAGS', ''):
-    return {}
-  kinds = YNN_FUSIONS.get((step, dtype), ())
-  return {YNN_FUSION_FLAG: ','.join(f'LIBRARY_FUSION_TYPE_{kind}' for kind in kinds)}
+  if fusions == 'ynn-off':
+    return {YNN_FUSION_FLAG: ''}
+  kinds = fusions.removeprefix('ynn:').split(',')
+  if (
+    not fusions.startswith('ynn:')
+    or not set(kinds) <= set(YNN_KINDS)
+    or len(set(kinds)) < len(kinds)
+  ):
+    raise ConfigError(
+      f"train.cpu_options={fusions!r}: use {AUTOTUNE!r}, xla (XLA's default), ynn-off, or "
+      f'ynn: and YNNPACK fusion kinds from {",".join(YNN_KINDS)}, e.g. ynn:dot,reduce'
+    )
+  return {YNN_FUSION_FLAG: ','.join(f'LIBRARY_FUSION_TYPE_{kind.upper()}' for kind in kinds)}
+
+
+def check_config(cpu_options: str) -> None:
+  if cpu_options != AUTOTUNE:
+    fusion_options(cpu_options)
+
+
+def xla_flags_choose_fusions() -> bool:
+  """A user's own `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=...` wins over any choice."""
+  return YNN_FUSION_FLAG in os.environ.get('XLA_FLAGS', '')
+
+
+def candidates(conv1x1: str) -> list[Choice]:
+  """The choices to measure for a model with `model.conv1x1 = conv1x1`: every fusion set with
+  the CPU's 1x1 formulation (einsum, unless the config names one); then, where the config
+  leaves it to `auto`, the other formulation is tried with the fastest of those
+  (`autotune` does that second round)."""
+  formulation = 'einsum' if conv1x1 == 'auto' else conv1x1
+  return [Choice(fusions, formulation) for fusions in FUSION_CANDIDATES]
+
+
+def fixed_choice(cpu_options: str, conv1x1: str, platform: str) -> Choice:
+  """The choice when nothing is measured: on CPU the config's fusion set (or XLA's default
+  where XLA_FLAGS names the fusions), elsewhere XLA's default; 1x1 as the config says."""
+  if platform != 'cpu' or xla_flags_choose_fusions() or cpu_options == AUTOTUNE:
+    return Choice('xla', conv1x1)
+  return Choice(cpu_options, conv1x1)
+
+
+def platform_of(mesh: jax.sharding.Mesh) -> str:
+  return mesh.devices.flat[0].platform

@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.zero_init_residual = False  # last BN scale of each residual branch starts at 0
   model.bn_group_size = 32  # examples per BatchNorm statistics group; 0 = the whole batch
   model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
-  model.conv1x1 = 'auto'  # 1x1 convs as: einsum | conv | auto (einsum on CPU, conv elsewhere)
+  # 1x1 convs as: einsum | conv | auto (conv on GPU/TPU; on CPU einsum, or the faster of the
+  # two where train.cpu_options=autotune times them)
+  model.conv1x1 = 'auto'
   model.scan = False  # run each stage's repeated units under lax.scan (one compiled unit body)
   model.remat = False  # recompute each unit's activations in the backward pass (saves memory)
 
@@ -65,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3  # recent checkpoints kept (plus the best)
   train.eval_batch_size = 0  # global batch for evaluation (0 = train.batch_size)
   train.on_nonfinite = 'stop'  # NaN/inf loss or gradient: stop (naming the step) | skip the update
+  # How the steps compile on CPU: autotune (time the candidates once per machine, cached)
+  # | xla (XLA's default) | ynn-off | ynn:<YNNPACK fusion kinds>, e.g. ynn:dot,reduce
+  train.cpu_options = 'autotune'
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'sgd'  # sgd | lars

@@ -2,7 +2,7 @@
 
 Used by the training loop every `train.eval_every` steps and by evaluate.py,
 which restores a checkpoint first (`evaluate`). The step itself is
-`train_state.make_eval_step`.
+`train_state.eval_step`.
 """
 
 import json
@@ -86,7 +86,7 @@ def evaluate(
   setup = experiment.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
   state, _ = experiment.restore_checkpoint(ckpt, setup.state, config.model, step)
   ckpt.close()
-  eval_step = train_state.make_eval_step(setup.graphdef, mesh)
+  eval_step = train_state.eval_step(config, setup, mesh)
   split = split or config.data.eval_split
   result = evaluate_split(
     eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops

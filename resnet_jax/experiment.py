@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from resnet_jax import checkpoint, data, optim, train_state
+from resnet_jax import checkpoint, compiler, data, optim, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout, network_spec
 from resnet_jax.pretrained import finetune
@@ -61,6 +61,7 @@ def _check_train(train: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.batch_size={train.batch_size}: expected >= 1')
   if train.keep_checkpoints < 1:
     raise ConfigError(f'train.keep_checkpoints={train.keep_checkpoints}: expected >= 1')
+  compiler.check_config(train.cpu_options)
 
 
 @dataclasses.dataclass(frozen=True)

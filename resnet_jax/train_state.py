@@ -21,8 +21,8 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from resnet_jax import compiler, metrics, optim, parallel
-from resnet_jax.models import create_model
+from resnet_jax import autotune, compiler, metrics, optim, parallel
+from resnet_jax.models import create_model, network_spec
 from resnet_jax.pretrained import finetune
 
 
@@ -44,6 +44,8 @@ class Start:
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   total_steps: int
+  num_classes: int
+  in_channels: int
 
 
 def initialize(
@@ -67,18 +69,12 @@ def initialize(
     total_steps=total_steps,
   )
   key = jax.random.key(config.seed)
-  model = create_model(
-    config.model,
+  model = _model(
+    config,
     num_classes=num_classes,
     in_channels=in_channels,
-    rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)),
-    platform=mesh.devices.flat[0].platform,
-  )
-  model.train()
-  finetune.prepare(
-    model,
-    config.pretrained,
-    frozen_backbone=config.optim.backbone_lr_scale == 0,
+    key=jax.random.fold_in(key, 0),
+    platform=compiler.platform_of(mesh),
     load_weights=pretrained_weights,
   )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -90,7 +86,97 @@ def initialize(
     opt_state=tx.init(params),
     rng=jax.random.key_data(jax.random.fold_in(key, 1)),
   )
-  return Start(graphdef, parallel.replicate(state, mesh), tx, schedule, total_steps)
+  return Start(
+    graphdef,
+    parallel.replicate(state, mesh),
+    tx,
+    schedule,
+    total_steps,
+    num_classes=num_classes,
+    in_channels=in_channels,
+  )
+
+
+def _model(config, *, num_classes, in_channels, key, platform, load_weights):
+  """The network in training mode, with pretrained weights and frozen BatchNorms as
+  config.pretrained and config.optim say."""
+  model = create_model(
+    config.model,
+    num_classes=num_classes,
+    in_channels=in_channels,
+    rngs=nnx.Rngs(params=key),
+    platform=platform,
+  )
+  model.train()
+  finetune.prepare(
+    model,
+    config.pretrained,
+    frozen_backbone=config.optim.backbone_lr_scale == 0,
+    load_weights=load_weights,
+  )
+  return model
+
+
+def _graphdef(config, start: Start, mesh, conv1x1: str) -> nnx.GraphDef:
+  """start.graphdef, with 1x1 convolutions formulated as `conv1x1` says (the same
+  parameters): built abstractly, no weights computed or read."""
+  model_config = ml_collections.ConfigDict(config.model)
+  model_config.conv1x1 = conv1x1
+  platform = compiler.platform_of(mesh)
+  einsum = lambda model: network_spec(model, platform=platform).unit.pointwise_einsum
+  if einsum(model_config) == einsum(config.model):
+    return start.graphdef
+  other = ml_collections.ConfigDict(config)
+  other.model = model_config
+  abstract = nnx.eval_shape(
+    lambda: _model(
+      other,
+      num_classes=start.num_classes,
+      in_channels=start.in_channels,
+      key=jax.random.key(0),
+      platform=platform,
+      load_weights=False,
+    )
+  )
+  return nnx.graphdef(abstract)
+
+
+def train_step(config: ml_collections.ConfigDict, start: Start, mesh):
+  """The train step of `config`, compiled as config.train.cpu_options says (autotune.py)."""
+
+  def make(graphdef, compiler_options):
+    return make_train_step(
+      graphdef,
+      start.tx,
+      start.schedule,
+      mesh,
+      label_smoothing=config.optim.label_smoothing,
+      skip_nonfinite=config.train.on_nonfinite == 'skip',
+      compiler_options=compiler_options,
+    )
+
+  return _tuned(config, start, mesh, 'train', make)
+
+
+def eval_step(config: ml_collections.ConfigDict, start: Start, mesh):
+  """The eval step of `config`, compiled as config.train.cpu_options says."""
+
+  def make(graphdef, compiler_options):
+    return make_eval_step(graphdef, mesh, compiler_options=compiler_options)
+
+  return _tuned(config, start, mesh, 'eval', make)
+
+
+def _tuned(config, start: Start, mesh, step: str, make) -> autotune.TunedStep:
+  """`make(graphdef, compiler_options)` for the choice of autotune.tuned."""
+  return autotune.tuned(
+    lambda choice: make(_graphdef(config, start, mesh, choice.conv1x1), choice.compiler_options()),
+    step=step,
+    model_config=config.model,
+    cpu_options=config.train.cpu_options,
+    mesh=mesh,
+    donates_first_argument=step == 'train',  # make_train_step donates the state
+  )
 
 
 def make_train_step(
@@ -99,17 +185,16 @@ def make_train_step(
   schedule: optax.Schedule,
   mesh,
   *,
-  dtype: str = 'float32',
   label_smoothing: float = 0.0,
   skip_nonfinite: bool = False,
+  compiler_options: dict[str, str] | None = None,
 ):
   """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
 
-  `dtype` is the model's compute dtype; it picks the compiler options on CPU
-  (resnet_jax/compiler.py). metrics['nonfinite'] is 1 where the loss or the
-  gradient is NaN or infinite; with `skip_nonfinite` such a step then keeps the
-  previous parameters, BN statistics and optimizer state (its batch is still
-  consumed: the step counts).
+  `compiler_options` are XLA's (`train_step` chooses them). metrics['nonfinite'] is 1
+  where the loss or the gradient is NaN or infinite; with `skip_nonfinite` such a step
+  then keeps the previous parameters, BN statistics and optimizer state (its batch is
+  still consumed: the step counts).
   """
 
   def train_step(state: TrainState, batch):
@@ -147,11 +232,11 @@ def make_train_step(
     in_shardings=(replicated, parallel.batch_sharding(mesh)),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
-    compiler_options=compiler.step_options(mesh, 'train', dtype),
+    compiler_options=compiler_options,
   )
 
 
-def make_eval_step(graphdef: nnx.GraphDef, mesh):
+def make_eval_step(graphdef: nnx.GraphDef, mesh, *, compiler_options: dict[str, str] | None = None):
   """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
 
   10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
@@ -174,5 +259,5 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh):
   return jax.jit(
     eval_step,
     out_shardings=parallel.replicated_sharding(mesh),
-    compiler_options=compiler.step_options(mesh, 'eval'),
+    compiler_options=compiler_options,
   )

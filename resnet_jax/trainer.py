@@ -59,16 +59,8 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     state = experiment.setup(config, mesh).state
   start, total = int(state.step), prepared.total_steps
 
-  train_step = train_state.make_train_step(
-    prepared.graphdef,
-    prepared.tx,
-    prepared.schedule,
-    mesh,
-    dtype=config.model.dtype,
-    label_smoothing=config.optim.label_smoothing,
-    skip_nonfinite=config.train.on_nonfinite == 'skip',
-  )
-  eval_step = train_state.make_eval_step(prepared.graphdef, mesh)
+  train_step = train_state.train_step(config, prepared, mesh)
+  eval_step = train_state.eval_step(config, prepared, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
   train_iter = data.create_train_iterator(

@@ -25,6 +25,7 @@ TINY = [
   '--config.train.log_every=2',
   '--config.train.eval_every=2',
   '--config.train.checkpoint_every=2',
+  '--config.train.cpu_options=ynn:dot',  # fixed: autotuning is tested in test_autotune.py
 ]
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from resnet_jax import compiler, parallel
+from resnet_jax import compiler
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
 
 NETWORKS = {
@@ -39,39 +40,66 @@ def _assert_close(got, want, rtol):
     np.testing.assert_allclose(got_leaf, want_leaf, rtol=rtol, atol=atol)
 
 
+CHOICES = [*compiler.candidates('auto'), compiler.Choice('ynn:dot', 'conv')]
+
+
 @pytest.mark.parametrize(
-  'network, options_of',
-  [
-    ('cifar-resnet20-scan', 'float32'),
-    pytest.param('cifar-resnet20-scan', 'bfloat16', marks=pytest.mark.slow),  # checked in float32
-    pytest.param('imagenet-resnet50-narrow', 'float32', marks=pytest.mark.slow),
-  ],
+  'network',
+  ['cifar-resnet20-scan', pytest.param('imagenet-resnet50-narrow', marks=pytest.mark.slow)],
 )
-def test_cpu_options_compute_what_the_default_compilation_does(model_config, network, options_of):
-  model_config.update(NETWORKS[network])
-  model_config.bn_group_size = 0
+def test_every_choice_computes_what_the_default_compilation_does(model_config, network):
+  """Each choice the autotuner can make (the fusion sets, the 1x1 formulations) gives XLA's
+  default compilation's outputs and gradients, so the choice changes only the speed."""
+  model_config.update(NETWORKS[network], bn_group_size=0, conv1x1='conv')
+  rtol = 1e-4
   for train in (True, False):
     (want_values, want_grads), default_hlo = _compiled_outputs(model_config, None, train)
-    options = compiler.step_options(parallel.create_mesh(), 'train', options_of)
-    (got_values, got_grads), optimized_hlo = _compiled_outputs(model_config, options, train)
-    # The options take effect: an ignored or renamed flag compiles the default program.
-    assert optimized_hlo != default_hlo
-    _assert_close(got_values, want_values, rtol=1e-4)
-    if not train:
-      # Training-mode gradients of the last stages are dominated by rounding in any
-      # compilation (batch norm's backward subtracts nearly equal terms there: scaling
-      # the input by 1 + 1e-6 moves them by 4%), so gradients are compared in eval mode.
-      _assert_close(got_grads, want_grads, rtol=1e-4)
+    for choice in CHOICES:
+      model_config.conv1x1 = choice.conv1x1
+      options = choice.compiler_options()
+      (got_values, got_grads), optimized_hlo = _compiled_outputs(model_config, options, train)
+      if options:
+        # The options take effect: an ignored or renamed flag compiles the default program.
+        assert optimized_hlo != default_hlo, choice
+      _assert_close(got_values, want_values, rtol=rtol)
+      if not train:
+        # Training-mode gradients of the last stages are dominated by rounding in any
+        # compilation (batch norm's backward subtracts nearly equal terms there: scaling
+        # the input by 1 + 1e-6 moves them by 4%), so gradients are compared in eval mode.
+        _assert_close(got_grads, want_grads, rtol=rtol)
+    model_config.conv1x1 = 'conv'
 
 
-def test_step_options_by_step_and_dtype_unless_xla_flags_name_them(monkeypatch):
-  mesh = parallel.create_mesh()
+@pytest.mark.parametrize(
+  'name, flag',
+  [
+    ('xla', None),
+    ('ynn-off', ''),
+    ('ynn:dot', 'LIBRARY_FUSION_TYPE_DOT'),
+    ('ynn:reduce,dot', 'LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_DOT'),
+  ],
+)
+def test_fusion_names_become_xlas_options(name, flag):
+  options = compiler.fusion_options(name)
+  assert options == ({} if flag is None else {compiler.YNN_FUSION_FLAG: flag})
+  compiler.check_config(name)
+
+
+@pytest.mark.parametrize('name', ['ynn:dots', 'dot', 'ynn:dot,dot', 'ynn', 'YNN:DOT', ''])
+def test_a_fusion_name_that_is_not_one_is_a_config_error(name):
+  with pytest.raises(ConfigError, match=r'train.cpu_options=.*ynn:dot,reduce'):
+    compiler.check_config(name)
+
+
+def test_fixed_choice_on_gpu_and_where_xla_flags_name_the_fusions(monkeypatch):
   monkeypatch.delenv('XLA_FLAGS', raising=False)
-  fusions = lambda *args: compiler.step_options(mesh, *args)[compiler.YNN_FUSION_FLAG]
-  assert fusions('train') == ','.join(
-    f'LIBRARY_FUSION_TYPE_{kind}' for kind in ('DOT', 'ELTWISE', 'REDUCE')
-  )
-  assert 'ELTWISE' not in fusions('train', 'bfloat16') and 'DOT' in fusions('train', 'bfloat16')
-  assert fusions('eval') == ''  # YNNPACK off: XLA's default hands it some reductions
+  assert compiler.fixed_choice('ynn:dot', 'auto', 'cpu') == compiler.Choice('ynn:dot', 'auto')
+  assert compiler.fixed_choice('ynn:dot', 'auto', 'gpu') == compiler.Choice('xla', 'auto')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
-  assert compiler.step_options(mesh, 'train') == {}
+  assert compiler.fixed_choice('ynn:dot', 'conv', 'cpu') == compiler.Choice('xla', 'conv')
+
+
+def test_candidates_keep_a_1x1_formulation_the_config_names():
+  assert {c.conv1x1 for c in compiler.candidates('conv')} == {'conv'}
+  assert {c.conv1x1 for c in compiler.candidates('auto')} == {'einsum'}
+  assert [c.fusions for c in compiler.candidates('auto')] == list(compiler.FUSION_CANDIDATES)

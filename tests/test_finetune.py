@@ -43,6 +43,7 @@ def finetune_config(weights_path, folder, arg, num_steps=12):
   data.train_split = data.eval_split = 'train'
   train = config.train
   train.batch_size = 6
+  train.cpu_options = 'ynn:dot'
   train.num_epochs, train.num_steps = 0.0, num_steps
   train.log_every, train.eval_every, train.checkpoint_every = 3, num_steps, num_steps
   config.optim.learning_rate = 1.0

@@ -100,6 +100,7 @@ def get_config():
   config.model.depth, config.model.width = 8, 4
   config.train.batch_size = 16
   config.train.num_steps = 2
+  config.train.cpu_options = 'ynn:dot'
   config.train.log_every = config.train.eval_every = config.train.checkpoint_every = 2
   return config
 """

@@ -85,7 +85,8 @@ def test_module_does_not_import_tensorflow():
 def test_step_benchmark_runs_without_tensorflow():
   code = _WITHOUT + (
     'import runpy\n'
-    "sys.argv = ['train_step', '--model=resnet20', '--no-torch', '--steps=2', '--batch=8']\n"
+    "sys.argv = ['train_step', '--model=resnet20', '--no-torch', '--steps=2', '--batch=8',"
+    " '--cpu-options=ynn:dot']\n"
     "runpy.run_module('benchmarks.train_step', run_name='__main__')\n"
   )
   result = run('-c', code)

@@ -25,6 +25,7 @@ def tiny_config(num_steps):
   config.model.depth, config.model.width, config.model.bn_group_size = 8, 8, 0
   config.train.batch_size = 32
   config.train.num_steps = num_steps
+  config.train.cpu_options = 'ynn:dot'
   config.train.log_every = 2
   config.train.eval_every = 6
   config.train.checkpoint_every = 3
@@ -128,6 +129,10 @@ BAD_CONFIGS = {
   'unknown on_nonfinite': (
     {'train.on_nonfinite': 'ignore'},
     "train.on_nonfinite='ignore': use stop or skip",
+  ),
+  'unknown CPU compilation': (
+    {'train.cpu_options': 'ynn:fast'},
+    "train.cpu_options='ynn:fast': use 'autotune', xla",
   ),
   'batch not in whole BatchNorm groups': (
     {'model.bn_group_size': 12},
