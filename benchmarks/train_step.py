@@ -3,13 +3,14 @@
   python -m benchmarks.train_step --model=resnet50              # ImageNet shapes, batch 32 at 224
   python -m benchmarks.train_step --model=resnet20 --mode=eval  # CIFAR shapes, batch 128 at 32
 
-Ours is exactly what train.py runs (`train_state.make_train_step` /
-`make_eval_step`, from `train_state.initialize`) on random data already on the
-device. No dataset is read: with --no-torch this needs neither TensorFlow,
-TFDS, tensorboard nor safetensors (benchmarks/gpu_check.sh). PyTorch's is
-torchvision's ResNet (or the paper's CIFAR ResNet with option A, written below)
-in channels_last with SGD + momentum, with as many threads as cores. torch is a
-development requirement only: without it the torch column is empty.
+Ours is exactly what train.py runs (`train_state.train_step` / `eval_step`, from
+`train_state.initialize`; on CPU compiled with the autotuned choice, or
+`--cpu-options`) on random data already on the device. No dataset is read: with
+--no-torch this needs neither TensorFlow, TFDS, tensorboard nor safetensors
+(benchmarks/gpu_check.sh). PyTorch's is torchvision's ResNet (or the paper's CIFAR
+ResNet with option A, written below) in channels_last with SGD + momentum, with as many
+threads as cores. torch is a development requirement only: without it the torch column
+is empty.
 Median images/s after warm-up; compile seconds; the FLOPs of the step's
 convolutions and matrix products and their rate as a fraction of the device's
 matrix-multiply peak measured in the same run (float32 BLAS on a CPU; the step's
@@ -74,7 +75,7 @@ def gemm_peak_gflops(dtype: str, repeats: int = 5) -> float:
   return 2 * n**3 / best / 1e9
 
 
-def benchmark_config(name: str, batch_size: int, model_fields: dict):
+def benchmark_config(name: str, batch_size: int, model_fields: dict, cpu_options='autotune'):
   """The config of `name` on synthetic data, with `model_fields` set in config.model."""
   module, arg, size, _ = MODELS[name]
   config = module.get_config(arg)
@@ -82,12 +83,14 @@ def benchmark_config(name: str, batch_size: int, model_fields: dict):
   config.data.dataset = 'synthetic'
   config.data.image_size = size
   config.train.batch_size = batch_size
+  config.train.cpu_options = cpu_options
   return config
 
 
 def build_step(config, mode: str, mesh):
-  """(start, jitted step, its arguments) of the train or eval step that train.py runs,
-  from the state train.py starts from (train_state.Start)."""
+  """(start, jitted step, its arguments, the step's compiler.Choice) of the train or eval
+  step that train.py runs, from the state train.py starts from (train_state.Start),
+  compiled as train.py compiles it (on CPU, autotuned by default)."""
   num_classes, num_examples = DATASETS[config.model.stem]
   batch_size, size = config.train.batch_size, config.data.image_size
   start = train_state.initialize(
@@ -106,14 +109,12 @@ def build_step(config, mode: str, mesh):
     batch['mask'] = np.ones(batch_size, bool)
   batch = parallel.shard_batch(batch, mesh)
   if mode == 'train':
-    step = train_state.make_train_step(
-      start.graphdef, start.tx, start.schedule, mesh, dtype=config.model.dtype
-    )
+    tuned = train_state.train_step(config, start, mesh)
     args = (start.state, batch)
   else:
-    step = train_state.make_eval_step(start.graphdef, mesh)
+    tuned = train_state.eval_step(config, start, mesh)
     args = (start.state.params, start.state.batch_stats, batch)
-  return start, step, args
+  return start, tuned.jitted(*args), args, tuned.choice
 
 
 def matmul_flops(step, args) -> int:
@@ -124,11 +125,13 @@ def matmul_flops(step, args) -> int:
   return 2 * summary.jaxpr_macs(step.trace(*args).jaxpr.jaxpr)
 
 
-def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) -> dict:
+def ours(
+  name: str, mode: str, batch_size: int, steps: int, model_fields: dict, cpu_options: str
+) -> dict:
   """Our step's numbers, with `model_fields` (dtype, conv1x1, scan, remat) set in config.model."""
-  config = benchmark_config(name, batch_size, model_fields)
+  config = benchmark_config(name, batch_size, model_fields, cpu_options)
   mesh = parallel.create_mesh()
-  _, step, args = build_step(config, mode, mesh)
+  _, step, args, choice = build_step(config, mode, mesh)
   start = time.perf_counter()
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
@@ -152,6 +155,7 @@ def ours(name: str, mode: str, batch_size: int, steps: int, model_fields: dict) 
   if memory is not None:
     peak_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes
   return {
+    'cpu_choice': None if jax.default_backend() != 'cpu' else str(choice),
     'scan': config.model.scan,
     'remat': config.model.remat,
     'images_per_s': batch_size / seconds,
@@ -191,6 +195,11 @@ def main():
       action=argparse.BooleanOptionalAction,
       help=f"model.{field}: {what} (default: the config's)",
     )
+  parser.add_argument(
+    '--cpu-options',
+    default='autotune',
+    help='train.cpu_options: autotune (the cached choice, or timed now), xla, ynn-off, ynn:dot,...',
+  )
   parser.add_argument('--no-torch', action='store_true')
   args = parser.parse_args()
   batch = args.batch or MODELS[args.model][3]
@@ -204,7 +213,7 @@ def main():
   model_fields.update(
     {f: getattr(args, f) for f in ('scan', 'remat') if getattr(args, f) is not None}
   )
-  mine = ours(args.model, args.mode, batch, args.steps, model_fields)
+  mine = ours(args.model, args.mode, batch, args.steps, model_fields, args.cpu_options)
   torch_ips = torch_result['images_per_s'] if torch_result else None
   gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
   result = {
@@ -227,6 +236,8 @@ def main():
     f'{args.model} {args.mode}, batch {batch}, {args.dtype}, {result["platform"]} '
     f'x{result["devices"]}, load {result["load_average"]:.1f}'
   )
+  if mine['cpu_choice']:
+    print(f'  XLA:CPU choice: {mine["cpu_choice"]} (--cpu-options={args.cpu_options})')
   print(
     f'  ours   {mine["images_per_s"]:9.1f} img/s   compile {mine["compile_s"]:.1f} s   '
     f'{mine["gflop_per_image"]:.2f} GFLOP/img   {gflops_achieved:.0f} GFLOP/s '

@@ -13,8 +13,8 @@ BATCH = 4
 
 
 def step_flops(mode: str, **model_fields) -> int:
-  config = train_step.benchmark_config('resnet20', BATCH, model_fields)
-  _, step, args = train_step.build_step(config, mode, parallel.create_mesh())
+  config = train_step.benchmark_config('resnet20', BATCH, model_fields, cpu_options='xla')
+  _, step, args, _ = train_step.build_step(config, mode, parallel.create_mesh())
   return train_step.matmul_flops(step, args)
 
 
