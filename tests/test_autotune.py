@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import autotune, compiler, defaults, parallel, train_state
-from tests.entry_points import ROOT, environment
+from tests.entry_points import ROOT, environment, start, tiny
 
 
 class FakeStep:
@@ -297,3 +297,24 @@ def test_processes_of_a_run_take_process_0s_choice(tmp_path):
   for output in outputs:
     assert 'CHOICE ynn-off, 1x1 as einsum' in output, output
   assert (tmp_path / 'choices0.json').exists() and not (tmp_path / 'choices1.json').exists()
+
+
+@pytest.mark.slow
+def test_two_hosts_time_the_real_steps_together(tmp_path):
+  """train.py as two processes of four devices: the timed steps hold collectives, so the
+  processes must run the same candidates the same number of times, or they would hang."""
+  env = environment(4, XDG_CACHE_HOME=str(tmp_path / 'cache'))
+  args = [
+    *tiny(train__cpu_options='autotune'),
+    f'--workdir={tmp_path / "run"}',
+    f'--coordinator_address=localhost:{_free_port()}',
+    '--num_processes=2',
+  ]
+  processes = [start('train.py', *args, f'--process_id={i}', env=env) for i in (0, 1)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  for step in ('train', 'eval'):
+    assert f'{step} step on XLA:CPU: timed 6 ways' in outputs[0]
+  assert 'XLA:CPU' not in outputs[1]  # process 0 reports, and writes the cache
+  cache = json.loads((tmp_path / 'cache' / 'resnet_jax' / 'xla_cpu_choices.json').read_text())
+  assert len(cache['choices']) == 2
