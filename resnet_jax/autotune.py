@@ -82,7 +82,11 @@ class ChoiceCache:
     if entry is None:
       return None
     try:
-      compiler.Choice(**entry['choice']).compiler_options()
+      choice = compiler.Choice(**entry['choice'])
+      choice.compiler_options()  # a ConfigError (a ValueError) for an unknown fusion set
+      measured = str(choice) in entry['images_per_s'] and 'timed_on' in entry
+      if choice.conv1x1 not in ('einsum', 'conv') or not measured:
+        raise ValueError(choice)
     except (TypeError, KeyError, ValueError):
       logging.warning('%s: unknown choice %r for %s; timing again', self.path, entry, key)
       return None

@@ -36,7 +36,7 @@ class FakeStep:
     return jax.tree.map(lambda x: x + 1, state), {'loss': jnp.zeros(())}
 
 
-def fake_build(seconds: dict, default: float = 0.03):
+def fake_build(seconds: dict, default: float = 0.02):
   """build(choice) -> a FakeStep taking seconds[str(choice)] (else `default`); `built` lists
   the steps in the order they were built."""
   built = []
@@ -170,12 +170,21 @@ def test_a_cache_that_is_not_one_is_set_aside_with_a_warning(tmp_path, content, 
   assert str(step.choice) in json.loads(path.read_text())['choices'].popitem()[1]['images_per_s']
 
 
-def test_an_entry_with_an_unknown_choice_is_timed_again(tmp_path, caplog):
+@pytest.mark.parametrize(
+  'damage',
+  [
+    lambda entry: entry['choice'].update(fusions='ynn:everything'),
+    lambda entry: entry['choice'].update(conv1x1='winograd'),
+    lambda entry: entry.pop('images_per_s'),
+    lambda entry: entry.pop('timed_on'),
+  ],
+)
+def test_an_entry_with_an_unknown_choice_is_timed_again(tmp_path, caplog, damage):
   path = tmp_path / 'choices.json'
   tune(fake_build({})[0], path)(*fake_args())
   content = json.loads(path.read_text())
   for entry in content['choices'].values():
-    entry['choice']['fusions'] = 'ynn:everything'
+    damage(entry)
   path.write_text(json.dumps(content))
   build, built = fake_build({})
   tune(build, path)(*fake_args())
