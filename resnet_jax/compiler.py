@@ -7,9 +7,9 @@ network and the dtype: the train step of ResNet-50 ran 1.4-1.6x faster with dot
 fusions alone than with dots, elementwise chains and reductions, on an Intel Xeon
 and an AMD EPYC (Zen 5) alike, while ResNet-20's was fastest with those fused too
 (docs/benchmarks.md). So nothing here is fixed per step: `autotune` times the
-candidates on the machine that runs them. Every candidate
-computes the same numbers to float tolerance (tests/test_compiler.py). GPUs and
-TPUs get no options: XLA autotunes their kernels itself.
+candidates on the machine that runs them. Every candidate computes the same numbers
+to float tolerance (tests/test_compiler.py). GPUs and TPUs get no options: XLA
+autotunes their kernels itself.
 """
 
 import dataclasses
