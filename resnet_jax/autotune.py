@@ -10,10 +10,11 @@ shapes, devices), so only a machine's first run of a step pays; the log says wha
 chosen and every candidate's images/s. Several processes (hosts) time together and all
 take process 0's choice.
 
-The cache is `$XDG_CACHE_HOME/resnet_jax/xla_cpu_choices.json` (~/.cache by default):
-one JSON file, rewritten whole under a lock and renamed into place, so processes that
-write at once leave a readable file. A file that is not one (corrupt, or another
-program's) is set aside as `<name>.bad` with a warning, and the step is timed again.
+The cache is `$XDG_CACHE_HOME/resnet_jax/xla_cpu_choices.json` (~/.cache by default;
+the file `$RESNET_JAX_CPU_CHOICES` names, where set): one JSON file, rewritten whole
+under a lock and renamed into place, so processes that write at once leave a readable
+file. A file that is not one (corrupt, or another program's) is set aside as
+`<name>.bad` with a warning, and the step is timed again.
 """
 
 import contextlib
@@ -48,7 +49,12 @@ MIN_TIMED_STEPS, MAX_TIMED_STEPS, MIN_TIMED_S = 2, 10, 2.0
 HOPELESS = 2.0
 
 
+CACHE_VARIABLE = 'RESNET_JAX_CPU_CHOICES'  # a path for the cache file, where set
+
+
 def default_cache_path() -> pathlib.Path:
+  if os.environ.get(CACHE_VARIABLE):
+    return pathlib.Path(os.environ[CACHE_VARIABLE])
   cache_home = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
   return pathlib.Path(cache_home) / 'resnet_jax' / 'xla_cpu_choices.json'
 

@@ -1,5 +1,7 @@
-"""Shared test helpers, and one XLA compilation cache for the whole run."""
+"""Shared test helpers, one XLA compilation cache for the whole run, and a check that no
+test autotuned the CPU steps (resnet_jax/autotune.py) where it did not mean to."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -8,10 +10,11 @@ import tempfile
 import jax
 import pytest
 
-from resnet_jax import defaults
+from resnet_jax import autotune, defaults
 
 CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
 _CREATED_CACHE = pytest.StashKey[str]()  # The cache folder this run made, to remove after.
+_CHOICES = pytest.StashKey[str]()  # The folder where a test that autotunes by mistake writes.
 
 
 def pytest_configure(config):
@@ -24,12 +27,31 @@ def pytest_configure(config):
     os.environ[CACHE_VARIABLE] = tempfile.mkdtemp(prefix='resnet_jax_test_xla_cache_')
     config.stash[_CREATED_CACHE] = os.environ[CACHE_VARIABLE]
   jax.config.update('jax_compilation_cache_dir', os.environ[CACHE_VARIABLE])
+  # Tests fix train.cpu_options; those that autotune pass a cache of their own. One that
+  # autotunes by mistake (timing noise in its numbers, seconds of compiles) writes here,
+  # not into the user's ~/.cache, and fails the run (pytest_sessionfinish).
+  if not hasattr(config, 'workerinput'):  # xdist's workers inherit the controller's
+    config.stash[_CHOICES] = tempfile.mkdtemp(prefix='resnet_jax_test_choices_')
+    os.environ[autotune.CACHE_VARIABLE] = os.path.join(config.stash[_CHOICES], 'choices.json')
+
+
+def pytest_sessionfinish(session):
+  folder = session.config.stash.get(_CHOICES, None)
+  if folder and os.path.exists(os.path.join(folder, 'choices.json')):
+    with open(os.path.join(folder, 'choices.json')) as f:
+      keys = list(json.load(f)['choices'])
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    reporter.ensure_newline()
+    reporter.write_line(
+      f'error: tests autotuned the CPU steps ({keys}): fix train.cpu_options in them', red=True
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config):
-  created = config.stash.get(_CREATED_CACHE, None)
-  if created:
-    shutil.rmtree(created, ignore_errors=True)
+  for folder in (config.stash.get(_CREATED_CACHE, None), config.stash.get(_CHOICES, None)):
+    if folder:
+      shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

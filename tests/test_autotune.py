@@ -245,7 +245,7 @@ def test_the_tuned_train_step_is_the_run_with_the_chosen_options(tmp_path, monke
     mesh,
   )
   initial = jax.tree.map(np.asarray, start.state)
-  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  monkeypatch.setenv(autotune.CACHE_VARIABLE, str(tmp_path / 'choices.json'))
   step = train_state.train_step(config, start, mesh)
   tuned_state, tuned_metrics = step(start.state, batch)
   assert len(step.images_per_s) == len(compiler.FUSION_CANDIDATES) + 1
@@ -265,7 +265,7 @@ def test_the_tuned_train_step_is_the_run_with_the_chosen_options(tmp_path, monke
   evaluate = train_state.eval_step(config, start, mesh)
   sums = evaluate(tuned_state.params, tuned_state.batch_stats, batch)
   assert int(sums['num_examples']) == 16
-  cached = json.loads((tmp_path / 'resnet_jax' / 'xla_cpu_choices.json').read_text())
+  cached = json.loads((tmp_path / 'choices.json').read_text())
   assert sorted(key.split(' | ')[-1].split()[0] for key in cached['choices']) == ['eval', 'train']
 
 
@@ -312,7 +312,7 @@ def test_processes_of_a_run_take_process_0s_choice(tmp_path):
 def test_two_hosts_time_the_real_steps_together(tmp_path):
   """train.py as two processes of four devices: the timed steps hold collectives, so the
   processes must run the same candidates the same number of times, or they would hang."""
-  env = environment(4, XDG_CACHE_HOME=str(tmp_path / 'cache'))
+  env = environment(4, **{autotune.CACHE_VARIABLE: str(tmp_path / 'choices.json')})
   args = [
     *tiny(train__cpu_options='autotune'),
     f'--workdir={tmp_path / "run"}',
@@ -325,5 +325,5 @@ def test_two_hosts_time_the_real_steps_together(tmp_path):
   for step in ('train', 'eval'):
     assert f'{step} step on XLA:CPU: timed 6 ways' in outputs[0]
   assert 'XLA:CPU' not in outputs[1]  # process 0 reports, and writes the cache
-  cache = json.loads((tmp_path / 'cache' / 'resnet_jax' / 'xla_cpu_choices.json').read_text())
+  cache = json.loads((tmp_path / 'choices.json').read_text())
   assert len(cache['choices']) == 2
