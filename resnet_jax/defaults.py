@@ -72,11 +72,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.cpu_options = 'autotune'
 
   config.optim = optim = ml_collections.ConfigDict()
-  optim.optimizer = 'sgd'  # sgd | lars
+  optim.optimizer = 'sgd'  # sgd | lars | adamw | lamb
   optim.learning_rate = 0.2  # base rate per 256 images (linear scaling rule)
-  optim.momentum = 0.9  # SGD momentum
+  optim.momentum = 0.9  # SGD and LARS momentum
   optim.nesterov = False  # Nesterov momentum
-  optim.weight_decay = 1e-4  # L2 weight decay
+  optim.weight_decay = 1e-4  # sgd, lars: L2 penalty; adamw, lamb: decoupled, x learning rate
   optim.decay_bn_and_bias = True  # apply weight decay to BN parameters and biases too
   optim.schedule = 'piecewise'  # piecewise | cosine | constant
   optim.warmup = 'linear'  # linear (from warmup_factor x rate up) | constant (warmup_factor x rate)
@@ -89,6 +89,8 @@ def get_config() -> ml_collections.ConfigDict:
   optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
   optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
   optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
+  optim.adam_betas = (0.9, 0.999)  # adamw, lamb: Adam's moment decays b1, b2
+  optim.adam_eps = 1e-8  # adamw, lamb: Adam's epsilon (RSB's LAMB: 1e-6)
   optim.backbone_lr_scale = 1.0  # rate of all but the head, x the rate; 0 = frozen (BN stats too)
 
   config.pretrained = pretrained = ml_collections.ConfigDict()

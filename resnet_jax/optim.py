@@ -5,8 +5,10 @@ al. 2017): the rate used is `learning_rate * batch_size / 256`, so the CIFAR
 recipe (0.1 at batch 128) is `learning_rate=0.2` and ImageNet's (0.1 at batch
 256) is `learning_rate=0.1`.
 
-Weight decay is the papers' L2 penalty: added to the gradient before momentum
-(coupled), not decoupled as in AdamW.
+Weight decay with SGD and LARS is the papers' L2 penalty: added to the gradient
+before momentum (coupled). With AdamW and LAMB it is decoupled from the adaptive
+step (Loshchilov & Hutter 2019), and scaled by the learning rate as in PyTorch,
+optax and timm.
 """
 
 import math
@@ -19,7 +21,7 @@ import optax
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout
 
-OPTIMIZERS = ('sgd', 'lars')
+OPTIMIZERS = ('sgd', 'lars', 'adamw', 'lamb')
 SCHEDULES = ('piecewise', 'cosine', 'constant')
 WARMUPS = ('linear', 'constant')
 BOUNDARY_UNITS = ('steps', 'epochs')
@@ -45,6 +47,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'optim.{field}={config[field]}: expected >= 0')
   if not 0 <= config.momentum < 1:
     raise ConfigError(f'optim.momentum={config.momentum}: expected in [0, 1)')
+  if len(config.adam_betas) != 2 or not all(0 <= b < 1 for b in config.adam_betas):
+    raise ConfigError(f'optim.adam_betas={tuple(config.adam_betas)}: expected two in [0, 1)')
+  if config.adam_eps <= 0:
+    raise ConfigError(f'optim.adam_eps={config.adam_eps}: expected > 0')
   if not 0 <= config.label_smoothing < 1:
     raise ConfigError(f'optim.label_smoothing={config.label_smoothing}: expected in [0, 1)')
 
@@ -126,6 +132,10 @@ def create_optimizer(
   sgd: [clip by global norm] -> L2 weight decay -> SGD with (Nesterov) momentum.
   lars: [clip] -> LARS (You et al. 2017); the trust ratio never applies to
   BN parameters or biases, the usual choice, and is one per unit in scanned stages too.
+  adamw: [clip] -> optax.adamw (`adam_betas`, `adam_eps`, decoupled weight decay).
+  lamb: [clip] -> LAMB (You et al. 2020): Adam, decoupled weight decay, then the
+  trust ratio |w| / |update| wherever weight decay applies (as timm's Lamb, which
+  "ResNet strikes back" trains with), one per unit in scanned stages too.
   `optim.grad_clip_norm` > 0 clips the gradient's global norm first.
   `optim.backbone_lr_scale` != 1 scales the updates of everything but the classifier
   (fine-tuning); 0 freezes it.
@@ -143,6 +153,25 @@ def create_optimizer(
     if config.weight_decay:
       update.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
     update.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  elif config.optimizer == 'adamw':
+    b1, b2 = config.adam_betas
+    update.append(
+      optax.adamw(
+        schedule, b1=b1, b2=b2, eps=config.adam_eps, weight_decay=config.weight_decay,
+        mask=decay_mask,
+      )
+    )  # fmt: skip
+  elif config.optimizer == 'lamb':  # optax.lamb, with the trust ratio where decay applies
+    b1, b2 = config.adam_betas
+    trust = _scale_by_trust_ratio_per_unit(1.0)
+    update.append(
+      optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=config.adam_eps),
+        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        trust if config.decay_bn_and_bias else optax.masked(trust, _is_kernel),
+        optax.scale_by_learning_rate(schedule),
+      )
+    )
   else:  # optax.lars, with the trust ratio of each unit of a scanned stage its own
     update.append(
       optax.chain(

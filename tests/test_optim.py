@@ -77,6 +77,9 @@ def test_linear_warmup_then_cosine_to_zero():
     ('momentum', 1.0),
     ('label_smoothing', -0.1),
     ('weight_decay', -1e-4),
+    ('adam_betas', (0.9, 1.0)),
+    ('adam_betas', (0.9,)),
+    ('adam_eps', 0.0),
   ],
 )
 def test_check_config_names_the_bad_field(field, value):
@@ -120,6 +123,56 @@ def test_sgd_nesterov_momentum_matches_optax():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, ref_updates)
 
 
+def _three_updates(config, reference, grads):
+  """Our optimizer's and `reference`'s third updates from the same parameters."""
+  config.learning_rate = 0.2
+  tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+  params = _params()
+  state, ref_state = tx.init(params), reference.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+    ref_updates, ref_state = reference.update(grads, ref_state, params)
+  return updates, ref_updates
+
+
+GRADS = {
+  'conv': {'kernel': jnp.linspace(-1, 2, 36).reshape(3, 3, 2, 2)},
+  'bn': {'scale': jnp.array([0.5, -2.0])},
+}
+
+
+def test_adamw_is_optaxs_with_decay_off_bn_and_bias():
+  config = _optim(optimizer='adamw', weight_decay=0.05, decay_bn_and_bias=False)
+  config.adam_betas, config.adam_eps = (0.8, 0.99), 1e-6
+  only_kernels = lambda params: {'conv': {'kernel': True}, 'bn': {'scale': False}}
+  reference = optax.adamw(0.1, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.05, mask=only_kernels)
+  updates, ref_updates = _three_updates(config, reference, GRADS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, ref_updates)
+
+
+def test_lamb_is_optaxs_where_everything_decays():
+  config = _optim(optimizer='lamb', weight_decay=0.02, decay_bn_and_bias=True)
+  reference = optax.lamb(0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.02)
+  updates, ref_updates = _three_updates(config, reference, GRADS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, ref_updates)
+
+
+def test_lamb_leaves_bn_and_bias_to_adam_alone_where_they_do_not_decay():
+  config = _optim(optimizer='lamb', weight_decay=0.02, decay_bn_and_bias=False)
+  config.learning_rate = 0.2
+  tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
+  params = {**_params(), 'bn': {'scale': jnp.full((2,), 3.0)}}  # a trust ratio of 3 if applied
+  updates, _ = tx.update(GRADS, tx.init(params), params)
+  # Adam's first step is g / (|g| + eps): lr * sign(g) with no trust ratio or decay (to the
+  # float32 rounding of its bias correction 1 - 0.999) ...
+  np.testing.assert_allclose(updates['bn']['scale'], [-0.1, 0.1], rtol=2e-5)
+  # ... while a kernel's step is its trust ratio |w| / |update| times that direction.
+  kernel = updates['conv']['kernel']
+  direction = np.sign(GRADS['conv']['kernel']) + 0.02 * 1.0  # Adam's step + decay, w = 1
+  trust = np.linalg.norm(np.ones(36)) / np.linalg.norm(direction)
+  np.testing.assert_allclose(kernel, -0.1 * trust * direction, rtol=2e-5)
+
+
 def test_gradient_clipping_bounds_the_update():
   grads = {'conv': {'kernel': jnp.full((3, 3, 2, 2), 100.0)}, 'bn': {'scale': jnp.zeros((2,))}}
   updates = _one_update(_optim(weight_decay=0.0, momentum=0.0, grad_clip_norm=1.0), grads)
@@ -149,9 +202,9 @@ def _stage_params(per_unit: bool):
   return tree if per_unit else layout.to_stacked(tree, ml_collections.ConfigDict({'scan': True}))
 
 
-@pytest.mark.parametrize('optimizer', ['sgd', 'lars'])
+@pytest.mark.parametrize('optimizer', optim.OPTIMIZERS)
 def test_scanned_stages_are_updated_as_the_unrolled_units(optimizer):
-  """Stacked BN scales stay undecayed, and LARS takes one trust ratio per unit."""
+  """Stacked BN scales stay undecayed, and LARS and LAMB take one trust ratio per unit."""
   config = _optim(optimizer=optimizer, weight_decay=1e-2, momentum=0.9, decay_bn_and_bias=False)
   tx, _ = optim.create_optimizer(config, batch_size=128, steps_per_epoch=10, total_steps=100)
   updates = []
