@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import compiler
+from resnet_jax import compiler, parallel
 
 CACHE_FORMAT = 'resnet_jax/xla_cpu_choices/1'
 WARMUP_STEPS = 1
@@ -153,14 +153,10 @@ def tuned(
 ) -> 'TunedStep':
   """The step `build(choice)` (a jitted function) for the choice the config fixes, or, on
   CPU with cpu_options='autotune', for the fastest choice, timed at the first call."""
-  platform = compiler.platform_of(mesh)
-  fixed = None
-  if platform != 'cpu' or cpu_options != compiler.AUTOTUNE or compiler.xla_flags_choose_fusions():
-    fixed = compiler.fixed_choice(cpu_options, model_config.conv1x1, platform)
   return TunedStep(
     build,
     step=step,
-    fixed=fixed,
+    fixed=compiler.fixed_choice(cpu_options, model_config.conv1x1, parallel.platform(mesh)),
     model_config=model_config,
     donates_first_argument=donates_first_argument,
     cache=cache or ChoiceCache(default_cache_path()),

@@ -15,8 +15,6 @@ autotunes their kernels itself.
 import dataclasses
 import os
 
-import jax
-
 from resnet_jax.errors import ConfigError
 
 YNN_FUSION_FLAG = 'xla_cpu_experimental_ynn_fusion_type'
@@ -79,13 +77,10 @@ def candidates(conv1x1: str) -> list[Choice]:
   return [Choice(fusions, formulation) for fusions in FUSION_CANDIDATES]
 
 
-def fixed_choice(cpu_options: str, conv1x1: str, platform: str) -> Choice:
-  """The choice when nothing is measured: on CPU the config's fusion set (or XLA's default
-  where XLA_FLAGS names the fusions), elsewhere XLA's default; 1x1 as the config says."""
-  if platform != 'cpu' or xla_flags_choose_fusions() or cpu_options == AUTOTUNE:
+def fixed_choice(cpu_options: str, conv1x1: str, platform: str) -> Choice | None:
+  """The choice when nothing is to be measured, with 1x1 as the config says: XLA's default
+  off CPU or where XLA_FLAGS names the fusions, else the config's fusion set; None where
+  the config asks to autotune on CPU."""
+  if platform != 'cpu' or xla_flags_choose_fusions():
     return Choice('xla', conv1x1)
-  return Choice(cpu_options, conv1x1)
-
-
-def platform_of(mesh: jax.sharding.Mesh) -> str:
-  return mesh.devices.flat[0].platform
+  return None if cpu_options == AUTOTUNE else Choice(cpu_options, conv1x1)

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from resnet_jax import checkpoint, compiler, data, optim, train_state
+from resnet_jax import checkpoint, compiler, data, optim, parallel, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout, network_spec
 from resnet_jax.pretrained import finetune
@@ -25,7 +25,7 @@ def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=
   train section, which the loop reads, and the checks across sections are here.
   `pretrained_weights=False`: the weight file is not read (a checkpoint replaces it), so it
   need not exist any more."""
-  spec = network_spec(config.model, platform=mesh.devices.flat[0].platform)
+  spec = network_spec(config.model, platform=parallel.platform(mesh))
   data.check_config(config.data)
   _check_train(config.train)
   devices = mesh.devices.size

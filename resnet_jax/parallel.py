@@ -58,6 +58,11 @@ def create_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def platform(mesh: Mesh) -> str:
+  """The kind of device the mesh holds: 'cpu', 'gpu' or 'tpu'."""
+  return mesh.devices.flat[0].platform
+
+
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

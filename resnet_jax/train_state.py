@@ -21,7 +21,7 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from resnet_jax import autotune, compiler, metrics, optim, parallel
+from resnet_jax import autotune, metrics, optim, parallel
 from resnet_jax.models import create_model, network_spec
 from resnet_jax.pretrained import finetune
 
@@ -74,7 +74,7 @@ def initialize(
     num_classes=num_classes,
     in_channels=in_channels,
     key=jax.random.fold_in(key, 0),
-    platform=compiler.platform_of(mesh),
+    platform=parallel.platform(mesh),
     load_weights=pretrained_weights,
   )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -122,7 +122,7 @@ def _graphdef(config, start: Start, mesh, conv1x1: str) -> nnx.GraphDef:
   parameters): built abstractly, no weights computed or read."""
   model_config = ml_collections.ConfigDict(config.model)
   model_config.conv1x1 = conv1x1
-  platform = compiler.platform_of(mesh)
+  platform = parallel.platform(mesh)
   einsum = lambda model: network_spec(model, platform=platform).unit.pointwise_einsum
   if einsum(model_config) == einsum(config.model):
     return start.graphdef

@@ -99,6 +99,8 @@ def test_fixed_choice_on_gpu_and_where_xla_flags_name_the_fusions(monkeypatch):
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   assert compiler.fixed_choice('ynn:dot', 'auto', 'cpu') == compiler.Choice('ynn:dot', 'auto')
   assert compiler.fixed_choice('ynn:dot', 'auto', 'gpu') == compiler.Choice('xla', 'auto')
+  assert compiler.fixed_choice('autotune', 'auto', 'cpu') is None  # to be measured
+  assert compiler.fixed_choice('autotune', 'auto', 'tpu') == compiler.Choice('xla', 'auto')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
   assert compiler.fixed_choice('ynn:dot', 'conv', 'cpu') == compiler.Choice('xla', 'conv')
 
