@@ -43,6 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
   model.conv1x1 = 'auto'
   model.scan = False  # run each stage's repeated units under lax.scan (one compiled unit body)
   model.remat = False  # recompute each unit's activations in the backward pass (saves memory)
+  # stochastic depth (Huang et al. 2016): the last unit's branch is dropped with this
+  # probability in training, earlier units' linearly less (0 = off)
+  model.drop_path_rate = 0.0
+  # BatchNorm's running variance: the unbiased m/(m-1) estimate of the batch variance, as
+  # Ioffe & Szegedy and PyTorch keep for inference; False = the biased one (Flax's)
+  model.bn_unbiased_var = False
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic
@@ -55,6 +61,18 @@ def get_config() -> ml_collections.ConfigDict:
   data.normalize = 'pixel_mean'  # cifar family: pixel_mean (the paper) | channel (mean/std)
   data.crop_padding = 4  # cifar family: zero padding before the random crop
   data.random_flip = True  # horizontal flips in training (False for digits)
+  # imagenet and cifar families, train: none | randaugment | trivialaugment (TrivialAugmentWide)
+  data.augment = 'none'
+  data.randaugment_ops = 2  # randaugment: operations per image (n)
+  data.randaugment_magnitude = 9  # randaugment: magnitude m of 0..30 (torchvision's scale)
+  data.random_erasing = 0.0  # probability of erasing a random rectangle (Zhong et al.; 0 = off)
+  data.eval_image_size = 0  # resolution of evaluation (FixRes: train 176, test 224); 0 = image_size
+  data.eval_resize = 0  # imagenet family: shorter side before the center crop; 0 = size * 256/224
+  # mixup / CutMix, applied to each training batch on the device (0 = off); with both on, a
+  # batch is CutMix with probability mix_switch_prob, else mixup
+  data.mixup_alpha = 0.0
+  data.cutmix_alpha = 0.0
+  data.mix_switch_prob = 0.5
   data.data_dir = ''  # where prepared TFDS datasets live ('' = TFDS's default)
 
   config.train = train = ml_collections.ConfigDict()
@@ -70,6 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   # How the steps compile on CPU: autotune (time the candidates once per machine, cached)
   # | xla (XLA's default) | ynn-off | ynn:<YNNPACK fusion kinds>, e.g. ynn:dot,reduce
   train.cpu_options = 'autotune'
+  train.grad_accum_steps = 1  # micro-batches of batch_size / k per update (same BN groups)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'sgd'  # sgd | lars | adamw | lamb
@@ -86,11 +105,16 @@ def get_config() -> ml_collections.ConfigDict:
   optim.boundaries = (32_000, 48_000)  # piecewise: where the rate is x decay_factor
   optim.boundaries_unit = 'steps'  # steps | epochs: what optim.boundaries count
   optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
-  optim.label_smoothing = 0.0  # label smoothing of the cross-entropy targets
+  optim.loss = 'softmax'  # softmax (cross-entropy) | bce (binary cross-entropy per class, RSB)
+  optim.label_smoothing = 0.0  # label smoothing of the targets (both losses)
   optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
   optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
   optim.adam_betas = (0.9, 0.999)  # adamw, lamb: Adam's moment decays b1, b2
   optim.adam_eps = 1e-8  # adamw, lamb: Adam's epsilon (RSB's LAMB: 1e-6)
+  # EMA of the parameters and BN statistics, updated every ema_every steps with this decay
+  # (0 = off); evaluated beside the raw weights, kept in the checkpoints
+  optim.ema_decay = 0.0
+  optim.ema_every = 1
   optim.backbone_lr_scale = 1.0  # rate of all but the head, x the rate; 0 = frozen (BN stats too)
 
   config.pretrained = pretrained = ml_collections.ConfigDict()

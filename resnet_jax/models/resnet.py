@@ -44,6 +44,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 MODEL_FIELDS = (
   'depth', 'block', 'stem', 'shortcut', 'variant', 'width',
   'zero_init_residual', 'bn_group_size', 'dtype', 'conv1x1', 'scan', 'remat', 'gate', 'gate_bias',
+  'drop_path_rate', 'bn_unbiased_var',
 )  # fmt: skip
 CONV1X1 = ('auto', 'einsum', 'conv')
 # Fields that choose how the network is computed, not what it is: the same
