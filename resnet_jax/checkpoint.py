@@ -38,8 +38,10 @@ ITEMS = ('state', 'meta')
 
 
 def _top1(metrics) -> float:
-  """The ranking metric; checkpoints saved without an eval rank last."""
-  return metrics.get('top1', -math.inf) if metrics else -math.inf
+  """The ranking metric: eval top-1 of the weights or of their EMA, the better; checkpoints
+  saved without an eval rank last."""
+  metrics = metrics or {}
+  return max(metrics.get('top1', -math.inf), metrics.get('ema_top1', -math.inf))
 
 
 class Checkpointer:
@@ -83,7 +85,8 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> int | None:
-    """The step with the highest eval top-1, or None when none was evaluated."""
+    """The step with the highest eval top-1 (of its weights or their EMA), or None when none
+    was evaluated."""
     scored = [(_top1(self._manager.metrics(s)), s) for s in self.all_steps()]
     scored = [(top1, step) for top1, step in scored if top1 > -math.inf]
     return max(scored)[1] if scored else None

@@ -43,6 +43,16 @@ def evaluate_split(
   return accumulator.result()
 
 
+def evaluate_state(eval_step, state, config: ml_collections.ConfigDict, mesh) -> dict:
+  """`evaluate_split` of the state's weights on the eval split, and of their moving average
+  where the run keeps one (the same metrics, named ema_loss, ema_top1, ema_top5)."""
+  result = evaluate_split(eval_step, state.params, state.batch_stats, config, mesh)
+  if state.ema:
+    ema = evaluate_split(eval_step, state.ema['params'], state.ema['batch_stats'], config, mesh)
+    result.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
+  return result
+
+
 def resolve_checkpoint(path) -> tuple[epath.Path, epath.Path, int | None]:
   """(workdir, checkpoints dir, step or None) from a workdir, its checkpoints dir or a step dir."""
   path = epath.Path(path)
@@ -63,18 +73,30 @@ def evaluate(
   best: bool = False,
   split: str | None = None,
   crops: int = 1,
+  ema: bool = False,
+  eval_image_size: int = 0,
+  eval_resize: int = 0,
 ) -> dict:
   """Restores a checkpoint of the run at `path` and evaluates it.
 
   `path`: a workdir, its checkpoints dir, or one step dir. `config`: None to use
   the run's config.json. Default step: the newest; `best`: the best by eval
-  top-1. Writes workdir/eval/<split>_<step>[_10crop].json and returns
-  {'top1', 'top5', 'loss', 'num_examples', 'step', 'split', 'crops'}.
+  top-1. `ema`: the moving average of the weights (runs with optim.ema_decay).
+  `eval_image_size`, `eval_resize`: the resolution and the shorter side before the
+  center crop, where not the config's (data.eval_image_size, data.eval_resize).
+  Writes workdir/eval/<split>_<step>[_10crop][_ema][_<size>px][_resize<r>].json and
+  returns {'top1', 'top5', 'loss', 'num_examples', 'step', 'split', 'crops', 'ema',
+  'image_size', 'resize'} (resize 0: the default, the size x 256/224).
   """
   workdir, directory, path_step = resolve_checkpoint(path)
   config = config or checkpoint.load_config(workdir)
   if config is None:
     raise ConfigError(f'no config.json in {workdir}: pass --config')
+  config = ml_collections.ConfigDict(config)
+  config.data.eval_image_size = eval_image_size or config.data.eval_image_size
+  config.data.eval_resize = eval_resize or config.data.eval_resize
+  if ema and not config.optim.ema_decay:
+    raise ConfigError(f'the run in {workdir} kept no EMA weights (optim.ema_decay=0): drop --ema')
   ckpt = checkpoint.Checkpointer(directory, read_only=True)
   if best:
     step = ckpt.best_step()
@@ -88,14 +110,26 @@ def evaluate(
   ckpt.close()
   eval_step = train_state.eval_step(config, setup, mesh)
   split = split or config.data.eval_split
+  weights = state.ema if ema else {'params': state.params, 'batch_stats': state.batch_stats}
   result = evaluate_split(
-    eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops
+    eval_step, weights['params'], weights['batch_stats'], config, mesh, split=split, crops=crops
   )
-  result.update(step=int(state.step), split=split, crops=crops)
+  image_size = config.data.eval_image_size or config.data.image_size
+  result.update(
+    step=int(state.step),
+    split=split,
+    crops=crops,
+    ema=ema,
+    image_size=image_size,
+    resize=config.data.eval_resize,
+  )
   if jax.process_index() == 0:
     out = workdir / 'eval'
     out.mkdir(parents=True, exist_ok=True)
     name = re.sub(r'[^A-Za-z0-9_.-]+', '_', split).strip('_')
     suffix = '_10crop' if crops == 10 else ''
+    suffix += '_ema' if ema else ''
+    suffix += f'_{eval_image_size}px' if eval_image_size else ''
+    suffix += f'_resize{eval_resize}' if eval_resize else ''
     (out / f'{name}_{result["step"]}{suffix}.json').write_text(json.dumps(result, indent=2) + '\n')
   return result

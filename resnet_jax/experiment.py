@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from resnet_jax import checkpoint, compiler, data, optim, parallel, train_state
+from resnet_jax import checkpoint, compiler, data, mixing, optim, parallel, train_state
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout, network_spec
 from resnet_jax.pretrained import finetune
@@ -27,6 +27,7 @@ def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=
   need not exist any more."""
   spec = network_spec(config.model, platform=parallel.platform(mesh))
   data.check_config(config.data)
+  mixing.check_config(config.data)
   _check_train(config.train)
   devices = mesh.devices.size
   for name in ('batch_size', 'eval_batch_size'):  # Global batches, sharded over the devices.
@@ -35,10 +36,19 @@ def check_config(config: ml_collections.ConfigDict, mesh, *, pretrained_weights=
         f'train.{name}={config.train[name]} does not split over {devices} devices; '
         f'use a multiple of {devices}'
       )
-  group = config.model.bn_group_size
-  if 0 < group < config.train.batch_size and config.train.batch_size % group:
+  accum = config.train.grad_accum_steps
+  if config.train.batch_size % (accum * devices):
     raise ConfigError(
-      f'train.batch_size={config.train.batch_size} does not divide into BatchNorm groups of '
+      f'train.batch_size={config.train.batch_size} does not split into '
+      f'train.grad_accum_steps={accum} micro-batches over {devices} devices; '
+      f'use a multiple of {accum * devices}'
+    )
+  micro_batch, group = config.train.batch_size // accum, config.model.bn_group_size
+  if 0 < group < micro_batch and micro_batch % group:
+    batch = f'train.batch_size={config.train.batch_size}'
+    batch += f' / train.grad_accum_steps={accum}' if accum > 1 else ''
+    raise ConfigError(
+      f'{batch} does not divide into BatchNorm groups of '
       f'model.bn_group_size={group}: use a multiple of it, or bn_group_size=0 (whole batch)'
     )
   optim.check_config(config.optim)
@@ -59,6 +69,10 @@ def _check_train(train: ml_collections.ConfigDict) -> None:
     )
   if train.batch_size < 1:
     raise ConfigError(f'train.batch_size={train.batch_size}: expected >= 1')
+  if not isinstance(train.grad_accum_steps, int) or train.grad_accum_steps < 1:
+    raise ConfigError(
+      f'train.grad_accum_steps={train.grad_accum_steps!r}: expected a positive integer (1 = off)'
+    )
   if train.keep_checkpoints < 1:
     raise ConfigError(f'train.keep_checkpoints={train.keep_checkpoints}: expected >= 1')
   compiler.check_config(train.cpu_options)

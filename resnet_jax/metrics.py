@@ -17,13 +17,31 @@ from etils import epath
 METRICS_FILE = 'metrics.jsonl'
 
 
+LOSSES = ('softmax', 'bce')  # optim.loss
+
+
+def targets(labels_b: jax.Array, num_classes: int, label_smoothing: float = 0.0) -> jax.Array:
+  """float32 [b, num_classes] one-hot targets, label-smoothed: 1 - s + s/K and s/K."""
+  targets_bk = jax.nn.one_hot(labels_b, num_classes, dtype=jnp.float32)
+  return optax.smooth_labels(targets_bk, label_smoothing) if label_smoothing else targets_bk
+
+
+def loss(logits_bk: jax.Array, targets_bk: jax.Array, kind: str = 'softmax') -> jax.Array:
+  """Per-example loss in float32 against probability targets (one-hot, smoothed or mixed).
+
+  softmax: cross-entropy of the softmax. bce: binary cross-entropy of each class's
+  sigmoid, averaged over the classes, as timm's BinaryCrossEntropy that "ResNet strikes
+  back" trains with (its mean over the batch is timm's loss).
+  """
+  logits_bk = logits_bk.astype(jnp.float32)
+  if kind == 'bce':
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits_bk, targets_bk), axis=-1)
+  return optax.softmax_cross_entropy(logits_bk, targets_bk)
+
+
 def cross_entropy(logits_bk: jax.Array, labels_b: jax.Array, label_smoothing: float = 0.0):
   """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  logits_bk = logits_bk.astype(jnp.float32)
-  targets_bk = jax.nn.one_hot(labels_b, logits_bk.shape[-1], dtype=jnp.float32)
-  if label_smoothing:
-    targets_bk = optax.smooth_labels(targets_bk, label_smoothing)
-  return optax.softmax_cross_entropy(logits_bk, targets_bk)
+  return loss(logits_bk, targets(labels_b, logits_bk.shape[-1], label_smoothing))
 
 
 def correct_topk(logits_bk: jax.Array, labels_b: jax.Array, k: int) -> jax.Array:

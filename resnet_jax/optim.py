@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from resnet_jax import metrics
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout
 
@@ -51,6 +52,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'optim.adam_betas={tuple(config.adam_betas)}: expected two in [0, 1)')
   if config.adam_eps <= 0:
     raise ConfigError(f'optim.adam_eps={config.adam_eps}: expected > 0')
+  if config.loss not in metrics.LOSSES:
+    raise ConfigError(f'optim.loss={config.loss!r}: expected one of {", ".join(metrics.LOSSES)}')
+  if not 0 <= config.ema_decay < 1:
+    raise ConfigError(f'optim.ema_decay={config.ema_decay}: expected in [0, 1) (0 = no EMA)')
+  if not isinstance(config.ema_every, int) or config.ema_every < 1:
+    raise ConfigError(f'optim.ema_every={config.ema_every!r}: expected a positive integer')
   if not 0 <= config.label_smoothing < 1:
     raise ConfigError(f'optim.label_smoothing={config.label_smoothing}: expected in [0, 1)')
 

@@ -21,7 +21,7 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from resnet_jax import autotune, metrics, optim, parallel
+from resnet_jax import autotune, metrics, mixing, optim, parallel
 from resnet_jax.models import create_model, network_spec
 from resnet_jax.pretrained import finetune
 
@@ -33,6 +33,7 @@ class TrainState:
   batch_stats: dict  # nnx.BatchStat values (BN running averages)
   opt_state: Any
   rng: jax.Array  # uint32 key data of the run's base key
+  ema: dict  # {'params', 'batch_stats'}: their moving averages (optim.ema_decay); {} when off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,7 @@ def initialize(
     batch_stats=batch_stats,
     opt_state=tx.init(params),
     rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+    ema=_copy({'params': params, 'batch_stats': batch_stats}) if config.optim.ema_decay else {},
   )
   return Start(
     graphdef,
@@ -95,6 +97,11 @@ def initialize(
     num_classes=num_classes,
     in_channels=in_channels,
   )
+
+
+def _copy(tree):
+  """New buffers: the step donates the state, and a buffer may not be donated twice."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def _model(config, *, num_classes, in_channels, key, platform, load_weights):
@@ -150,8 +157,7 @@ def train_step(config: ml_collections.ConfigDict, start: Start, mesh):
       start.tx,
       start.schedule,
       mesh,
-      label_smoothing=config.optim.label_smoothing,
-      skip_nonfinite=config.train.on_nonfinite == 'skip',
+      StepOptions.from_config(config),
       compiler_options=compiler_options,
     )
 
@@ -179,49 +185,97 @@ def _tuned(config, start: Start, mesh, step: str, make) -> autotune.TunedStep:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """What a train step computes besides forward, backward and update (all off by default)."""
+
+  loss: str = 'softmax'  # metrics.loss's kind
+  label_smoothing: float = 0.0
+  mix: mixing.Mixing = mixing.Mixing()  # mixup / CutMix
+  grad_accum_steps: int = 1  # micro-batches per update
+  ema_decay: float = 0.0  # 0: TrainState.ema is {} and stays so
+  ema_every: int = 1
+  skip_nonfinite: bool = False
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'StepOptions':
+    return cls(
+      loss=config.optim.loss,
+      label_smoothing=config.optim.label_smoothing,
+      mix=mixing.Mixing.from_config(config.data),
+      grad_accum_steps=config.train.grad_accum_steps,
+      ema_decay=config.optim.ema_decay,
+      ema_every=config.optim.ema_every,
+      skip_nonfinite=config.train.on_nonfinite == 'skip',
+    )
+
+
+# fold_in constant of the mixing's key: the model's randomness keeps the step key itself.
+_MIXING_STREAM = 1 << 16
+
+
 def make_train_step(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
   schedule: optax.Schedule,
   mesh,
+  options: StepOptions = StepOptions(),
   *,
-  label_smoothing: float = 0.0,
-  skip_nonfinite: bool = False,
   compiler_options: dict[str, str] | None = None,
 ):
   """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
 
   `compiler_options` are XLA's (`train_step` chooses them). metrics['nonfinite'] is 1
-  where the loss or the gradient is NaN or infinite; with `skip_nonfinite` such a step
-  then keeps the previous parameters, BN statistics and optimizer state (its batch is
-  still consumed: the step counts).
+  where the loss or the gradient is NaN or infinite; with `options.skip_nonfinite` such a
+  step then keeps the previous parameters, BN statistics, EMA and optimizer state (its
+  batch is still consumed: the step counts). A mixed batch (mixup/CutMix) has no one label
+  per example, so its metrics have no 'top1'.
   """
+  num_micro = options.grad_accum_steps
 
   def train_step(state: TrainState, batch):
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    images, labels = batch['image'], batch['label']
+    targets_bk = metrics.targets(labels, _num_classes(state.params), options.label_smoothing)
+    if options.mix.enabled:
+      mixing_key = jax.random.fold_in(step_key, _MIXING_STREAM)
+      images, targets_bk = mixing.mix(mixing_key, images, targets_bk, options.mix)
 
-    def loss_fn(params):
+    def loss_fn(params, images, targets_bk, key):
       model = nnx.merge(graphdef, params, state.batch_stats)
-      logits = model(batch['image'], key=step_key)
-      loss = jnp.mean(metrics.cross_entropy(logits, batch['label'], label_smoothing))
+      logits = model(images, key=key)
+      loss = jnp.mean(metrics.loss(logits, targets_bk, options.loss))
       return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if num_micro == 1:
+      (loss, (logits, batch_stats)), grads = grad_fn(state.params, images, targets_bk, step_key)
+      top1 = jnp.mean(metrics.correct_topk(logits, labels, 1))
+    else:
+      split = lambda x: _micro_batches(x, num_micro, mesh)
+      loss, top1, batch_stats, grads = _accumulate(
+        grad_fn, state.params, split(images), split(targets_bk), split(labels), step_key
+      )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     grad_norm = optax.tree.norm(grads)
     nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
     step_metrics = {
       'loss': loss,
-      'top1': jnp.mean(metrics.correct_topk(logits, batch['label'], 1)),
       'grad_norm': grad_norm,
       'learning_rate': schedule(state.step),
       'nonfinite': nonfinite.astype(jnp.float32),
     }
+    if not options.mix.enabled:
+      step_metrics['top1'] = top1
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
-      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      ema=_updated_ema(state, params, batch_stats, options),
     )
-    if skip_nonfinite:
+    if options.skip_nonfinite:
       kept = state.replace(step=state.step + 1)
       new_state = jax.tree.map(lambda old, new: jnp.where(nonfinite, old, new), kept, new_state)
     return new_state, step_metrics
@@ -234,6 +288,55 @@ def make_train_step(
     donate_argnums=0,
     compiler_options=compiler_options,
   )
+
+
+def _num_classes(params: dict) -> int:
+  return params['head']['kernel'].shape[-1]
+
+
+def _micro_batches(x_b, num_micro: int, mesh) -> jax.Array:
+  """[B, ...] -> [k, B/k, ...], micro-batch j made of the j-th k-th of each device's rows:
+  each device computes its own rows, as without accumulation. With BatchNorm groups that
+  fit in those k-ths, the micro-batches hold exactly the batch's groups."""
+  devices = mesh.devices.size
+  x = x_b.reshape(devices, num_micro, -1, *x_b.shape[1:]).swapaxes(0, 1)
+  x = x.reshape(num_micro, -1, *x_b.shape[1:])
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def _accumulate(grad_fn, params, images, targets_bk, labels, step_key):
+  """(loss, top-1, BN statistics, gradient) of k micro-batches, each from the step's state.
+
+  Loss, top-1 and gradient are the means over the (equal) micro-batches, as over one
+  batch. BatchNorm's running averages too: each micro-batch's update starts from the
+  step's statistics, m * s + (1 - m) * mean_j, and their mean is the update one batch's
+  group means give.
+  """
+
+  def micro_step(micro):
+    images, targets_bk, labels, index = micro
+    key = jax.random.fold_in(step_key, index)
+    (loss, (logits, batch_stats)), grads = grad_fn(params, images, targets_bk, key)
+    return loss, jnp.mean(metrics.correct_topk(logits, labels, 1)), batch_stats, grads
+
+  num_micro = images.shape[0]
+  micro_batches = (images, targets_bk, labels, jnp.arange(num_micro))
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(micro_step, first))
+  add = lambda sums, micro: (jax.tree.map(jnp.add, sums, micro_step(micro)), None)
+  sums, _ = jax.lax.scan(add, zeros, micro_batches)
+  return jax.tree.map(lambda total: total / num_micro, sums)
+
+
+def _updated_ema(state: TrainState, params, batch_stats, options: StepOptions) -> dict:
+  """ema <- d * ema + (1 - d) * (params, BN statistics) after every `ema_every`-th step."""
+  if not state.ema:
+    return state.ema
+  due = (state.step + 1) % options.ema_every == 0
+  decay = jnp.where(due, options.ema_decay, 1.0)
+  new = {'params': params, 'batch_stats': batch_stats}
+  return jax.tree.map(lambda ema, x: decay * ema + (1 - decay) * x, state.ema, new)
 
 
 def make_eval_step(graphdef: nnx.GraphDef, mesh, *, compiler_options: dict[str, str] | None = None):

@@ -41,9 +41,8 @@ def test_experiment_setup_starts_from_initialize_with_the_datasets_shape():
 def test_skipped_step_keeps_the_state_and_counts():
   mesh = parallel.create_mesh()
   start = _initialize(tiny_config(1), mesh)
-  step = train_state.make_train_step(
-    start.graphdef, start.tx, start.schedule, mesh, skip_nonfinite=True
-  )
+  options = train_state.StepOptions(skip_nonfinite=True)
+  step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh, options)
   before = jax.device_get(start.state)
   batch = {'image': np.full((32, 8, 8, 3), np.nan, np.float32), 'label': np.zeros(32, np.int32)}
   state, step_metrics = step(start.state, parallel.shard_batch(batch, mesh))

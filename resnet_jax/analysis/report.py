@@ -78,8 +78,10 @@ class RunResult:
 
 
 def error_curve(workdir, split: str) -> list[tuple[int, float]]:
-  """(step, 100 - top-1 %) of one split; a step logged twice (a resumed run) keeps its last."""
-  by_step = {r['step']: 100 * (1 - r['top1']) for r in metrics.read_metrics(workdir, split)}
+  """(step, 100 - top-1 %) of one split; a step logged twice (a resumed run) keeps its last.
+  Training steps on mixed batches (mixup/CutMix) log no top-1: their curve is empty."""
+  records = metrics.read_metrics(workdir, split)
+  by_step = {r['step']: 100 * (1 - r['top1']) for r in records if 'top1' in r}
   return sorted(by_step.items())
 
 

@@ -1,6 +1,7 @@
 """Evaluates a checkpoint: top-1/top-5 and loss over a split, center crop or 10-crop.
 
   python evaluate.py --workdir=runs/default [--step=N | --best] [--split=S] [--crops=1|10]
+      [--ema] [--image_size=224] [--resize=232]
   python evaluate.py --config=configs/resnet20_cifar10.py --checkpoint=runs/r20/checkpoints/64000
 
 Writes workdir/eval/<split>_<step>.json and prints the same metrics as one JSON
@@ -25,6 +26,11 @@ def define_flags():
   flags.DEFINE_bool('best', False, 'The checkpoint with the best eval top-1.')
   flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
   flags.DEFINE_enum('crops', '1', ['1', '10'], 'Center crop, or the 10-crop of the paper.')
+  flags.DEFINE_bool('ema', False, 'The moving average of the weights (optim.ema_decay > 0).')
+  flags.DEFINE_integer('image_size', 0, "Evaluation resolution (default: the config's).")
+  flags.DEFINE_integer(
+    'resize', 0, "Shorter side before the center crop (default: the config's, or size*256/224)."
+  )
 
 
 def main(argv):
@@ -43,6 +49,9 @@ def main(argv):
     best=FLAGS.best,
     split=FLAGS.split,
     crops=int(FLAGS.crops),
+    ema=FLAGS.ema,
+    eval_image_size=FLAGS.image_size,
+    eval_resize=FLAGS.resize,
   )
   print(json.dumps(result), flush=True)
 
