@@ -34,7 +34,25 @@ def test_names_keep_the_full_key_where_last_parts_clash():
   assert grid.points(axes)[0].name == 'model.width-4_data.width-8'
 
 
-@pytest.mark.parametrize('spec', ['model.depth', '=1,2', 'model.depth=1,,2', 'model.depth=1,1'])
+def test_keys_joined_by_a_slash_move_together():
+  axes = [grid.parse_axis('data.mixup_alpha/optim.label_smoothing=0/0,0.2/0.1')]
+  points = grid.points([*axes, grid.parse_axis('seed=0,1')])
+  assert [p.name for p in points] == [
+    'mixup_alpha-0_label_smoothing-0_seed-0',
+    'mixup_alpha-0_label_smoothing-0_seed-1',
+    'mixup_alpha-0.2_label_smoothing-0.1_seed-0',
+    'mixup_alpha-0.2_label_smoothing-0.1_seed-1',
+  ]
+  assert points[2].flags() == [
+    '--config.data.mixup_alpha=0.2',
+    '--config.optim.label_smoothing=0.1',
+    '--config.seed=0',
+  ]
+
+
+@pytest.mark.parametrize(
+  'spec', ['model.depth', '=1,2', 'model.depth=1,,2', 'model.depth=1,1', 'a.x/b.y=1/2,3']
+)
 def test_bad_axes_are_refused(spec):
   with pytest.raises(ValueError, match='grid axis'):
     grid.parse_axis(spec)
@@ -133,6 +151,24 @@ def test_shared_settings_are_the_grid_values_every_run_has():
   assert report.shared_settings(runs) == {'train.num_epochs': '18'}
   assert report.shared_settings(runs[:1]) == runs[0].overrides
   assert report.shared_settings([]) == {}
+
+
+def test_the_table_has_an_ema_column_where_a_run_kept_one(tmp_path):
+  records = [
+    {'step': 2, 'split': 'train', 'loss': 1.5},  # a mixed batch: no top-1
+    {'step': 2, 'split': 'eval', 'top1': 0.75, 'ema_top1': 0.8},
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  assert report.error_curve(tmp_path, 'train') == []
+  assert report.error_curve(tmp_path, 'eval', 'ema_top1') == [(2, pytest.approx(20.0))]
+  runs = [
+    report.RunResult('a', {'seed': '0'}, True, [], [(2, 25.0)], ema_test_curve=[(2, 20.0)]),
+    report.RunResult('b', {'seed': '1'}, True, [], [(2, 30.0)]),
+  ]
+  header, _, with_ema, without = report.markdown_table(runs).splitlines()
+  assert '| test error % | EMA test error % |' in header
+  assert '| 25.00 | 20.00 |' in with_ema and '| 30.00 | - |' in without
+  assert 'EMA' not in report.markdown_table(runs[1:])
 
 
 def test_a_long_title_is_wrapped_inside_the_figure(tmp_path, monkeypatch):

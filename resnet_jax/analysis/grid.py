@@ -3,6 +3,10 @@
 `--grid model.depth=20,56 --grid model.shortcut=A,none` gives four points, the first
 grid outermost: depth-20_shortcut-A, depth-20_shortcut-none, depth-56_shortcut-A, ...
 A point's name uses the last part of each key unless two keys share it.
+
+Keys joined by `/` move together, one value each: `--grid
+data.mixup_alpha/optim.label_smoothing=0/0,0.2/0.1` is an axis of two points (a recipe
+and its variant), not four.
 """
 
 import ast
@@ -26,13 +30,17 @@ class Point:
 
 
 def parse_axis(spec: str) -> tuple[str, list[str]]:
-  """'model.depth=20,56' -> ('model.depth', ['20', '56'])."""
+  """'model.depth=20,56' -> ('model.depth', ['20', '56']); 'a.x/b.y=1/2,3/4' ->
+  ('a.x/b.y', ['1/2', '3/4'])."""
   key, sep, values = spec.partition('=')
   choices = [v.strip() for v in values.split(',')]
   if not sep or not key.strip() or not all(choices):
     raise ConfigError(f'grid axis {spec!r}: expected KEY=VALUE[,VALUE...], e.g. model.depth=20,56')
   if len(set(choices)) != len(choices):
     raise ConfigError(f'grid axis {spec!r} repeats a value')
+  tied = len(key.split('/'))
+  if any(len(choice.split('/')) != tied for choice in choices):
+    raise ConfigError(f'grid axis {spec!r}: each value needs {tied} parts joined by /, one a key')
   return key.strip(), choices
 
 
@@ -42,13 +50,14 @@ def _label(value: str) -> str:
 
 def points(axes: list[tuple[str, list[str]]]) -> list[Point]:
   """Every combination of the axes' values, the first axis outermost."""
-  keys = [key for key, _ in axes]
+  keys = [key for axis_keys, _ in axes for key in axis_keys.split('/')]
   if len(set(keys)) != len(keys):
     raise ConfigError(f'a grid key appears twice: {keys}')
   short = [key.rsplit('.', 1)[-1] for key in keys]
   labels = [s if short.count(s) == 1 else key for s, key in zip(short, keys, strict=True)]
   result = []
-  for values in itertools.product(*(choices for _, choices in axes)):
+  for choices in itertools.product(*(choices for _, choices in axes)):
+    values = [value for choice in choices for value in choice.split('/')]
     name = '_'.join(f'{_label(k)}-{_label(v)}' for k, v in zip(labels, values, strict=True))
     result.append(Point(name or 'default', tuple(zip(keys, values, strict=True))))
   names = [p.name for p in result]

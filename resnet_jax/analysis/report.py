@@ -41,6 +41,7 @@ class RunResult:
   done: bool
   train_curve: list[tuple[int, float]]  # (step, training error in %)
   test_curve: list[tuple[int, float]]  # (step, test error in %)
+  ema_test_curve: list[tuple[int, float]] = ()  # the same of the weights' EMA (optim.ema_decay)
   wall_seconds: float | None = None
   params: int | None = None
   macs: int | None = None
@@ -73,15 +74,19 @@ class RunResult:
     return self.test_curve[-1][1] if self.test_curve else None
 
   @property
+  def ema_test_error(self) -> float | None:
+    return self.ema_test_curve[-1][1] if self.ema_test_curve else None
+
+  @property
   def steps(self) -> int:
     return max((step for step, _ in self.train_curve + self.test_curve), default=0)
 
 
-def error_curve(workdir, split: str) -> list[tuple[int, float]]:
+def error_curve(workdir, split: str, top1: str = 'top1') -> list[tuple[int, float]]:
   """(step, 100 - top-1 %) of one split; a step logged twice (a resumed run) keeps its last.
   Training steps on mixed batches (mixup/CutMix) log no top-1: their curve is empty."""
   records = metrics.read_metrics(workdir, split)
-  by_step = {r['step']: 100 * (1 - r['top1']) for r in records if 'top1' in r}
+  by_step = {r['step']: 100 * (1 - r[top1]) for r in records if top1 in r}
   return sorted(by_step.items())
 
 
@@ -116,6 +121,7 @@ def load_run(workdir, name: str, overrides: dict[str, str]) -> RunResult:
     done=record.get('status') == 'done',
     train_curve=error_curve(workdir, 'train'),
     test_curve=error_curve(workdir, 'eval'),
+    ema_test_curve=error_curve(workdir, 'eval', 'ema_top1'),
     wall_seconds=record.get('wall_seconds'),
   )
   config = checkpoint.load_config(workdir) if workdir.exists() else None
@@ -131,14 +137,18 @@ def _number(value: float | None, fmt: str) -> str:
 def markdown_table(results: list[RunResult]) -> str:
   """One row per run: its grid values, errors, size, cost and wall time."""
   keys = list(results[0].overrides) if results else []
-  header = [*keys, 'train error %', 'test error %', 'params', 'multiply-adds', 'steps', 'wall time']
+  ema = any(r.ema_test_curve for r in results)  # a column only where a run kept an EMA
+  header = [*keys, 'train error %', 'test error %', *(['EMA test error %'] * ema)]
+  header += ['params', 'multiply-adds', 'steps', 'wall time']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for r in results:
     wall = '-' if r.wall_seconds is None else metrics.format_duration(r.wall_seconds)
+    unfinished = '' if r.done else ' (not finished)' if r.steps else ''
     cells = [
       *(r.overrides[k] for k in keys),
       _number(r.train_error, '.2f'),
-      _number(r.test_error, '.2f') + ('' if r.done else ' (not finished)' if r.steps else ''),
+      _number(r.test_error, '.2f') + unfinished,
+      *([_number(r.ema_test_error, '.2f') + unfinished] * ema),
       _number(r.params, ','),
       _number(r.macs, ','),
       str(r.steps),
