@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step --model=resnet50              # ImageNet shapes, batch 32 at 224
   python -m benchmarks.train_step --model=resnet20 --mode=eval  # CIFAR shapes, batch 128 at 32
+  python -m benchmarks.train_step --model=resnet20 --set data.mixup_alpha=0.2  # a config override
 
 Ours is exactly what train.py runs (`train_state.train_step` / `eval_step`, from
 `train_state.initialize`; on CPU compiled with the autotuned choice, or
@@ -32,6 +33,7 @@ import numpy as np
 from benchmarks.timing import median_step_seconds
 from configs import resnet_cifar10, resnet_imagenet
 from resnet_jax import parallel, train_state
+from resnet_jax.analysis import grid
 from resnet_jax.models import summary
 
 # name -> (config module, config argument, image size, default batch)
@@ -75,10 +77,13 @@ def gemm_peak_gflops(dtype: str, repeats: int = 5) -> float:
   return 2 * n**3 / best / 1e9
 
 
-def benchmark_config(name: str, batch_size: int, model_fields: dict, cpu_options='autotune'):
-  """The config of `name` on synthetic data, with `model_fields` set in config.model."""
+def benchmark_config(
+  name: str, batch_size: int, model_fields: dict, cpu_options='autotune', overrides=()
+):
+  """The config of `name` on synthetic data, with `model_fields` set in config.model and
+  `overrides` ((key, value) pairs as typed, e.g. ('optim.ema_decay', '0.999')) applied."""
   module, arg, size, _ = MODELS[name]
-  config = module.get_config(arg)
+  config = grid.apply(module.get_config(arg), grid.Point('', tuple(overrides)))
   config.model.update(model_fields)
   config.data.dataset = 'synthetic'
   config.data.image_size = size
@@ -126,10 +131,17 @@ def matmul_flops(step, args) -> int:
 
 
 def ours(
-  name: str, mode: str, batch_size: int, steps: int, model_fields: dict, cpu_options: str
+  name: str,
+  mode: str,
+  batch_size: int,
+  steps: int,
+  model_fields: dict,
+  cpu_options: str,
+  overrides=(),
 ) -> dict:
-  """Our step's numbers, with `model_fields` (dtype, conv1x1, scan, remat) set in config.model."""
-  config = benchmark_config(name, batch_size, model_fields, cpu_options)
+  """Our step's numbers, with `model_fields` (dtype, conv1x1, scan, remat) set in config.model
+  and the config `overrides` applied."""
+  config = benchmark_config(name, batch_size, model_fields, cpu_options, overrides)
   mesh = parallel.create_mesh()
   _, step, args, choice = build_step(config, mode, mesh)
   start = time.perf_counter()
@@ -200,6 +212,13 @@ def main():
     default='autotune',
     help='train.cpu_options: autotune (the cached choice, or timed now), xla, ynn-off, ynn:dot,...',
   )
+  parser.add_argument(
+    '--set',
+    action='append',
+    default=[],
+    metavar='KEY=VALUE',
+    help='a config override, e.g. data.mixup_alpha=0.2 (repeat); torch runs without it',
+  )
   parser.add_argument('--no-torch', action='store_true')
   args = parser.parse_args()
   batch = args.batch or MODELS[args.model][3]
@@ -213,7 +232,8 @@ def main():
   model_fields.update(
     {f: getattr(args, f) for f in ('scan', 'remat') if getattr(args, f) is not None}
   )
-  mine = ours(args.model, args.mode, batch, args.steps, model_fields, args.cpu_options)
+  overrides = [tuple(kv.split('=', 1)) for kv in args.set]
+  mine = ours(args.model, args.mode, batch, args.steps, model_fields, args.cpu_options, overrides)
   torch_ips = torch_result['images_per_s'] if torch_result else None
   gflops_achieved = mine['gflop_per_image'] * mine['images_per_s']
   result = {
@@ -221,6 +241,7 @@ def main():
     'mode': args.mode,
     'batch': batch,
     **model_fields,
+    'overrides': dict(overrides),
     'devices': jax.device_count(),
     'platform': jax.devices()[0].platform,
     'load_average': os.getloadavg()[0],

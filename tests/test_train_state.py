@@ -85,7 +85,7 @@ def test_step_benchmark_runs_without_tensorflow():
   code = _WITHOUT + (
     'import runpy\n'
     "sys.argv = ['train_step', '--model=resnet20', '--no-torch', '--steps=2', '--batch=8',"
-    " '--cpu-options=ynn:dot']\n"
+    " '--cpu-options=ynn:dot', '--set', 'optim.ema_decay=0.9', '--set=data.mixup_alpha=0.2']\n"
     "runpy.run_module('benchmarks.train_step', run_name='__main__')\n"
   )
   result = run('-c', code)
@@ -97,5 +97,6 @@ def test_step_benchmark_runs_without_tensorflow():
     8,
     'cpu',
   )
+  assert line['overrides'] == {'optim.ema_decay': '0.9', 'data.mixup_alpha': '0.2'}
   assert line['images_per_s'] > 0 and line['gflop_per_image'] > 0
   assert line['torch_images_per_s'] is None
