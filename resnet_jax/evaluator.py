@@ -92,9 +92,7 @@ def evaluate(
   config = config or checkpoint.load_config(workdir)
   if config is None:
     raise ConfigError(f'no config.json in {workdir}: pass --config')
-  config = ml_collections.ConfigDict(config)
-  config.data.eval_image_size = eval_image_size or config.data.eval_image_size
-  config.data.eval_resize = eval_resize or config.data.eval_resize
+  config = _with_eval_settings(config, eval_image_size, eval_resize)
   if ema and not config.optim.ema_decay:
     raise ConfigError(f'the run in {workdir} kept no EMA weights (optim.ema_decay=0): drop --ema')
   ckpt = checkpoint.Checkpointer(directory, read_only=True)
@@ -114,15 +112,7 @@ def evaluate(
   result = evaluate_split(
     eval_step, weights['params'], weights['batch_stats'], config, mesh, split=split, crops=crops
   )
-  image_size = config.data.eval_image_size or config.data.image_size
-  result.update(
-    step=int(state.step),
-    split=split,
-    crops=crops,
-    ema=ema,
-    image_size=image_size,
-    resize=config.data.eval_resize,
-  )
+  result.update(step=int(state.step), split=split, crops=crops, ema=ema, **_settings(config))
   if jax.process_index() == 0:
     out = workdir / 'eval'
     out.mkdir(parents=True, exist_ok=True)
@@ -133,3 +123,49 @@ def evaluate(
     suffix += f'_resize{eval_resize}' if eval_resize else ''
     (out / f'{name}_{result["step"]}{suffix}.json').write_text(json.dumps(result, indent=2) + '\n')
   return result
+
+
+def evaluate_weights_file(
+  config: ml_collections.ConfigDict,
+  *,
+  split: str | None = None,
+  crops: int = 1,
+  eval_image_size: int = 0,
+  eval_resize: int = 0,
+) -> dict:
+  """Evaluates the weight file config.pretrained.weights as it is, classifier included (the
+  file's classes must be the dataset's): imported torchvision or timm weights at their
+  published settings, e.g. torchvision's V2 ResNet-50 at eval_resize=232. Nothing is
+  written; returns evaluate()'s keys with 'weights' for 'step' and 'ema'."""
+  if not config.pretrained.weights:
+    raise ConfigError('no weight file to evaluate: pass --weights=FILE')
+  config = _with_eval_settings(config, eval_image_size, eval_resize)
+  config.pretrained.load_head = True
+  mesh = parallel.create_mesh()
+  setup = experiment.setup(config, mesh)
+  eval_step = train_state.eval_step(config, setup, mesh)
+  split = split or config.data.eval_split
+  state = setup.state
+  result = evaluate_split(
+    eval_step, state.params, state.batch_stats, config, mesh, split=split, crops=crops
+  )
+  result.update(weights=config.pretrained.weights, split=split, crops=crops, **_settings(config))
+  return result
+
+
+def _with_eval_settings(config, eval_image_size: int, eval_resize: int):
+  """A copy of `config` evaluating at `eval_image_size` after resizing to `eval_resize`
+  where those are not 0."""
+  config = ml_collections.ConfigDict(config)
+  config.data.eval_image_size = eval_image_size or config.data.eval_image_size
+  config.data.eval_resize = eval_resize or config.data.eval_resize
+  return config
+
+
+def _settings(config) -> dict:
+  """The evaluation's resolution, and its resize (0: the default, the size x 256/224)."""
+  data_config = config.data
+  return {
+    'image_size': data_config.eval_image_size or data_config.image_size,
+    'resize': data_config.eval_resize,
+  }

@@ -55,6 +55,12 @@ def test_evaluate_py_errors_are_one_line(workdir, tmp_path):
     'checkpoint step',
     f'--workdir={workdir} --split=tset': "unknown or malformed split 'tset': the splits are "
     "['test', 'train', 'validation'], sliced like 'train[:45000]' or 'train[90%:]'",
+    f'--workdir={workdir} --weights=w.safetensors': 'pass exactly one of --workdir, '
+    '--checkpoint and --weights',
+    '--weights=w.safetensors': '--weights needs --config: the network and dataset to evaluate '
+    'it on',
+    f'--workdir={workdir} --ema': f'the run in {workdir} kept no EMA weights (optim.ema_decay=0): '
+    'drop --ema',
   }
   for args, line in cases.items():
     result = run('evaluate.py', *args.split())

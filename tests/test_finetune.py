@@ -7,7 +7,16 @@ import pytest
 from flax import nnx
 
 from configs import finetune_image_folder
-from resnet_jax import checkpoint, experiment, metrics, parallel, pretrained, trainer
+from resnet_jax import (
+  checkpoint,
+  data,
+  evaluator,
+  experiment,
+  metrics,
+  parallel,
+  pretrained,
+  trainer,
+)
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import create_model
 from resnet_jax.pretrained import layouts
@@ -129,3 +138,27 @@ def test_a_fine_tune_whose_checkpoints_are_all_unreadable_starts_over_from_the_w
   assert_same_state(
     _final_state(config, tmp_path / 'damaged'), _final_state(config, tmp_path / 'straight')
   )
+
+
+def test_a_weight_file_is_evaluated_as_it_is(weights):
+  """evaluate.py --weights: the file's network, classifier included, on the eval split."""
+  path, params, batch_stats = weights
+  config = finetune_config(path, 'unused', 'resnet18')
+  config.data.dataset, config.data.eval_split = 'synthetic', 'test[:20]'  # 10 classes
+  config.train.eval_batch_size = 10
+  result = evaluator.evaluate_weights_file(config, eval_resize=40)
+  assert (result['weights'], result['num_examples'], result['resize']) == (str(path), 20, 40)
+
+  model = create_model(
+    layouts.model_config('resnet18', width=WIDTH), num_classes=10, rngs=nnx.Rngs(0)
+  )
+  graphdef, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model = nnx.merge(graphdef, params, batch_stats)
+  model.eval()
+  config.data.eval_resize = 40
+  batches = list(data.create_eval_iterator(config.data, global_batch_size=10))
+  logits = np.concatenate([np.asarray(model(b['image'])) for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  assert result['top1'] == pytest.approx(np.mean(logits.argmax(-1) == labels))
+  loss = np.mean(metrics.cross_entropy(logits, labels))
+  assert result['loss'] == pytest.approx(float(loss), rel=1e-4)

@@ -3,9 +3,11 @@
   python evaluate.py --workdir=runs/default [--step=N | --best] [--split=S] [--crops=1|10]
       [--ema] [--image_size=224] [--resize=232]
   python evaluate.py --config=configs/resnet20_cifar10.py --checkpoint=runs/r20/checkpoints/64000
+  python evaluate.py --config=configs/resnet50_imagenet.py --weights=weights/resnet50.safetensors \
+      --resize=232   # a weight file as it is, e.g. torchvision's V2 ResNet-50 at its settings
 
-Writes workdir/eval/<split>_<step>.json and prints the same metrics as one JSON
-object on the last line of stdout.
+Writes workdir/eval/<split>_<step>[...].json (not for --weights) and prints the same
+metrics as one JSON object on the last line of stdout.
 """
 
 import json
@@ -22,6 +24,9 @@ def define_flags():
   cli.define_config_flag()
   flags.DEFINE_string('workdir', None, 'A run directory (uses its config.json).')
   flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (or run).')
+  flags.DEFINE_string(
+    'weights', None, 'A weight file (pretrained.source layout, classifier included) instead.'
+  )
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
   flags.DEFINE_bool('best', False, 'The checkpoint with the best eval top-1.')
   flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
@@ -36,12 +41,15 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if bool(FLAGS.workdir) == bool(FLAGS.checkpoint):
-    raise ConfigError('pass exactly one of --workdir and --checkpoint')
+  if sum(map(bool, (FLAGS.workdir, FLAGS.checkpoint, FLAGS.weights))) != 1:
+    raise ConfigError('pass exactly one of --workdir, --checkpoint and --weights')
   if FLAGS.best and FLAGS.step is not None:
     raise ConfigError('--step and --best exclude each other')
   from resnet_jax import evaluator  # Here, not above: a mistyped flag fails before TF loads.
 
+  if FLAGS.weights:
+    print(json.dumps(_evaluate_weights_file(evaluator)), flush=True)
+    return
   result = evaluator.evaluate(
     FLAGS.config,
     FLAGS.workdir or FLAGS.checkpoint,
@@ -54,6 +62,23 @@ def main(argv):
     eval_resize=FLAGS.resize,
   )
   print(json.dumps(result), flush=True)
+
+
+def _evaluate_weights_file(evaluator) -> dict:
+  if FLAGS.config is None:
+    raise ConfigError('--weights needs --config: the network and dataset to evaluate it on')
+  for name in ('step', 'best', 'ema'):
+    if FLAGS[name].present:
+      raise ConfigError(f'--{name} is for checkpoints: a weight file has one set of weights')
+  config = FLAGS.config.copy_and_resolve_references()
+  config.pretrained.weights = FLAGS.weights
+  return evaluator.evaluate_weights_file(
+    config,
+    split=FLAGS.split,
+    crops=int(FLAGS.crops),
+    eval_image_size=FLAGS.image_size,
+    eval_resize=FLAGS.resize,
+  )
 
 
 def run():
