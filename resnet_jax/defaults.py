@@ -107,6 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
   optim.decay_factor = 0.1  # piecewise: multiplier at each boundary
   optim.loss = 'softmax'  # softmax (cross-entropy) | bce (binary cross-entropy per class, RSB)
   optim.label_smoothing = 0.0  # label smoothing of the targets (both losses)
+  # bce: (mixed, smoothed) targets above it count as 1, the rest 0 (timm's RSB commands: 0.2);
+  # 0 = soft targets
+  optim.bce_target_threshold = 0.0
   optim.grad_clip_norm = 0.0  # clip the gradient's global norm first (0 = off)
   optim.lars_trust_coefficient = 0.001  # LARS trust coefficient (optimizer=lars)
   optim.adam_betas = (0.9, 0.999)  # adamw, lamb: Adam's moment decays b1, b2

@@ -26,15 +26,20 @@ def targets(labels_b: jax.Array, num_classes: int, label_smoothing: float = 0.0)
   return optax.smooth_labels(targets_bk, label_smoothing) if label_smoothing else targets_bk
 
 
-def loss(logits_bk: jax.Array, targets_bk: jax.Array, kind: str = 'softmax') -> jax.Array:
+def loss(
+  logits_bk: jax.Array, targets_bk: jax.Array, kind: str = 'softmax', bce_threshold: float = 0.0
+) -> jax.Array:
   """Per-example loss in float32 against probability targets (one-hot, smoothed or mixed).
 
   softmax: cross-entropy of the softmax. bce: binary cross-entropy of each class's
   sigmoid, averaged over the classes, as timm's BinaryCrossEntropy that "ResNet strikes
-  back" trains with (its mean over the batch is timm's loss).
+  back" trains with (its mean over the batch is timm's loss); with `bce_threshold` > 0,
+  against targets made 1 above it and 0 below, as timm's `target_threshold`.
   """
   logits_bk = logits_bk.astype(jnp.float32)
   if kind == 'bce':
+    if bce_threshold:
+      targets_bk = (targets_bk > bce_threshold).astype(jnp.float32)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits_bk, targets_bk), axis=-1)
   return optax.softmax_cross_entropy(logits_bk, targets_bk)
 

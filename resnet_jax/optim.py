@@ -54,6 +54,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'optim.adam_eps={config.adam_eps}: expected > 0')
   if config.loss not in metrics.LOSSES:
     raise ConfigError(f'optim.loss={config.loss!r}: expected one of {", ".join(metrics.LOSSES)}')
+  if not 0 <= config.bce_target_threshold < 1:
+    raise ConfigError(
+      f'optim.bce_target_threshold={config.bce_target_threshold}: expected in [0, 1) (0 = off)'
+    )
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f'optim.ema_decay={config.ema_decay}: expected in [0, 1) (0 = no EMA)')
   if not isinstance(config.ema_every, int) or config.ema_every < 1:

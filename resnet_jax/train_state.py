@@ -190,6 +190,7 @@ class StepOptions:
   """What a train step computes besides forward, backward and update (all off by default)."""
 
   loss: str = 'softmax'  # metrics.loss's kind
+  bce_threshold: float = 0.0
   label_smoothing: float = 0.0
   mix: mixing.Mixing = mixing.Mixing()  # mixup / CutMix
   grad_accum_steps: int = 1  # micro-batches per update
@@ -201,6 +202,7 @@ class StepOptions:
   def from_config(cls, config: ml_collections.ConfigDict) -> 'StepOptions':
     return cls(
       loss=config.optim.loss,
+      bce_threshold=config.optim.bce_target_threshold,
       label_smoothing=config.optim.label_smoothing,
       mix=mixing.Mixing.from_config(config.data),
       grad_accum_steps=config.train.grad_accum_steps,
@@ -244,7 +246,7 @@ def make_train_step(
     def loss_fn(params, images, targets_bk, key):
       model = nnx.merge(graphdef, params, state.batch_stats)
       logits = model(images, key=key)
-      loss = jnp.mean(metrics.loss(logits, targets_bk, options.loss))
+      loss = jnp.mean(metrics.loss(logits, targets_bk, options.loss, options.bce_threshold))
       return loss, (logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

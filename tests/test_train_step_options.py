@@ -38,6 +38,9 @@ def test_bce_is_the_mean_binary_cross_entropy_of_smoothed_targets():
   p = 1 / (1 + np.exp(-logits.astype(np.float64)))
   expected = -np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p), axis=-1)
   np.testing.assert_allclose(metrics.loss(logits, targets, 'bce'), expected, rtol=1e-5)
+  hard = np.where(targets > 0.5, 1.0, 0.0)  # a threshold of 0.5 keeps only the smoothed 1s
+  expected = -np.mean(hard * np.log(p) + (1 - hard) * np.log(1 - p), axis=-1)
+  np.testing.assert_allclose(metrics.loss(logits, targets, 'bce', 0.5), expected, rtol=1e-5)
   softmax = metrics.loss(logits, targets, 'softmax')
   np.testing.assert_allclose(softmax, metrics.cross_entropy(logits, labels, 0.1), rtol=1e-6)
 
@@ -201,6 +204,7 @@ def test_bad_accumulation_is_a_config_error(fields, message):
     ('loss', 'focal', r"optim.loss='focal': expected one of softmax, bce"),
     ('ema_decay', 1.0, r'optim.ema_decay=1.0: expected in \[0, 1\)'),
     ('ema_every', 0, r'optim.ema_every=0: expected a positive integer'),
+    ('bce_target_threshold', 1.0, r'optim.bce_target_threshold=1.0: expected in \[0, 1\)'),
   ],
 )
 def test_bad_optim_values_are_config_errors(field, value, message):
