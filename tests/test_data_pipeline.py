@@ -188,6 +188,19 @@ def test_batch_must_divide_by_devices_and_processes(monkeypatch):
     ({'dataset': ''}, 'data.dataset is empty'),
     ({'image_size': 0}, 'data.image_size=0: expected a positive integer'),
     ({'crop_padding': -1}, 'data.crop_padding=-1: expected >= 0'),
+    ({'augment': 'autoaugment'}, "data.augment='autoaugment': expected one of none, randaugment, "),
+    ({'randaugment_ops': -1}, 'data.randaugment_ops=-1: expected an integer >= 0'),
+    (
+      {'randaugment_magnitude': 31},
+      'data.randaugment_magnitude=31: expected an integer in [0, 30]',
+    ),
+    ({'random_erasing': 1.5}, 'data.random_erasing=1.5: expected a probability in [0, 1]'),
+    ({'eval_image_size': -224}, 'data.eval_image_size=-224: expected an integer >= 0'),
+    ({'eval_resize': 24}, 'data.eval_resize=24: expected 0 or at least the evaluation size 32'),
+    (
+      {'eval_image_size': 224, 'eval_resize': 200},
+      'data.eval_resize=200: expected 0 or at least the evaluation size 224',
+    ),
   ],
 )
 def test_check_config_names_the_bad_field(fields, message):
@@ -203,3 +216,43 @@ def test_unknown_split_and_empty_train_split(tiny):
     data.create_train_iterator(
       data_config(dataset='synthetic', train_split='train[:0]'), global_batch_size=8, seed=0
     )
+
+
+@pytest.mark.parametrize('augment', ['randaugment', 'trivialaugment'])
+def test_augmented_train_batches_resume_exactly(augment):
+  config = data_config(dataset='synthetic', augment=augment, random_erasing=0.5)
+  plain_config = data_config(dataset='synthetic')
+  plain = next(data.create_train_iterator(plain_config, global_batch_size=8, seed=2))
+  run = lambda **kw: take(data.create_train_iterator(config, global_batch_size=8, seed=2, **kw), 3)
+  full, resumed = run(), run(start_step=1)
+  for x, y in zip(full[1:], resumed[:2], strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  np.testing.assert_array_equal(full[0]['label'], plain['label'])  # same examples...
+  differs = [
+    not np.array_equal(a, b) for a, b in zip(full[0]['image'], plain['image'], strict=True)
+  ]
+  assert sum(differs) >= 6  # ...augmented
+
+
+def test_eval_image_size_and_resize(tmp_path):
+  folder = data_config(
+    dataset=f'image_folder:{image_folder(tmp_path)}',
+    preprocess='imagenet',
+    image_size=24,
+    eval_split='train',
+  )
+  sized = data_config(**{**folder.to_dict(), 'eval_image_size': 32, 'eval_resize': 40})
+  batch = next(data.create_eval_iterator(sized, global_batch_size=4))
+  ten = next(data.create_eval_iterator(sized, global_batch_size=4, crops=10))
+  assert batch['image'].shape == (4, 32, 32, 3) and ten['image'].shape == (4, 10, 32, 32, 3)
+  np.testing.assert_allclose(ten['image'][:, 4], batch['image'], atol=1e-4)
+  train = data.create_train_iterator(sized, global_batch_size=4, seed=0)
+  assert next(train)['image'].shape == (4, 24, 24, 3)
+  wider = data_config(**{**sized.to_dict(), 'eval_resize': 48})
+  wider_batch = next(data.create_eval_iterator(wider, global_batch_size=4))
+  assert not np.allclose(wider_batch['image'], batch['image'])
+  cifar = data_config(dataset='synthetic', eval_image_size=40)  # resized to 40
+  image = next(data.create_eval_iterator(cifar, global_batch_size=8))['image']
+  assert image.shape == (8, 40, 40, 3)
+  ten = next(data.create_eval_iterator(cifar, global_batch_size=8, crops=10))['image']
+  np.testing.assert_array_equal(ten[:, 4], image)

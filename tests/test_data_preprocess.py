@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from resnet_jax.data import preprocess
+from resnet_jax.data import augment, preprocess
 from resnet_jax.data.tf_setup import tf
 from tests.data_fixtures import jpeg_bytes
 
@@ -36,10 +36,44 @@ def test_inception_window_area_and_aspect():
   assert area.min() >= 0.07 and area.max() <= 1.0 and area.max() - area.min() > 0.5
 
 
-def test_center_crop_window_is_centered():
-  y, x, h, w = preprocess.center_crop_window(SHAPE, 224, 256).numpy()
-  assert h == w == round(375 * 224 / 256) and abs((y + h / 2) - 187.5) <= 1
-  assert abs((x + w / 2) - 250) <= 1
+@pytest.mark.parametrize(
+  'shape, resized', [((300, 400), (232, 309)), ((401, 300), (310, 232)), ((232, 232), (232, 232))]
+)
+def test_resized_shape_is_torchvisions(shape, resized):
+  """Shorter side to 232, the longer int(232 * long / short): truncated, not rounded."""
+  assert tuple(preprocess.resized_shape(tf.constant([*shape, 3]), 232).numpy()) == resized
+
+
+@pytest.mark.parametrize('height, width', [(300, 401), (401, 300), (250, 251), (90, 120)])
+def test_resize_center_crop_from_the_window_is_resize_then_crop(height, width):
+  """The eval path decodes only a window, yet gives what resizing the whole image
+  (antialiased) and taking torchvision's center crop (offsets rounded half to even) gives."""
+  pixels = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  shape = tf.constant([height, width, 3])
+  resized_hw = preprocess.resized_shape(shape, 80).numpy()
+  whole = tf.image.resize(pixels.astype(np.float32), resized_hw, antialias=True).numpy()
+  top, left = (int(round((n - 64) / 2)) for n in resized_hw)  # Python's round: half to even
+  y, x, h, w = preprocess.resize_crop_window(shape, 64, 80).numpy()
+  assert h < height or w < width or height < 100  # a window, not the whole image
+  ours = preprocess.resize_center_crop(pixels[y : y + h, x : x + w], shape, 64, 80).numpy()
+  np.testing.assert_allclose(ours, whole[top : top + 64, left : left + 64], atol=0.02)
+  shifted = whole[top + 1 : top + 65, left : left + 64]  # one pixel off: far off
+  assert np.abs(ours - shifted).mean() > 5
+
+
+def test_eval_sizes_and_the_ten_crops_center():
+  raw = tf.constant(jpeg_bytes(np.random.default_rng(4), 120, 160))
+  norm = preprocess.imagenet_normalization(3)
+  run = lambda **kw: preprocess.imagenet_eval(
+    raw, encoded=True, channels=3, norm=norm, jpeg_only=True, **kw
+  ).numpy()
+  one = run(image_size=48, resize_size=64)
+  ten = run(image_size=48, resize_size=64, crops=10)
+  assert one.shape == (48, 48, 3) and ten.shape == (10, 48, 48, 3)
+  np.testing.assert_allclose(ten[4], one, atol=1e-4)  # the same center crop
+  assert run(image_size=40).shape == (40, 40, 3)  # resize 0: round(40 * 256 / 224) = 46
+  np.testing.assert_allclose(run(image_size=40), run(image_size=40, resize_size=46))
+  assert not np.allclose(run(image_size=40), run(image_size=40, resize_size=60), atol=0.1)
 
 
 def test_imagenet_train_is_a_pure_function_of_the_seed():
@@ -60,10 +94,11 @@ def test_png_and_decoded_images_take_the_same_window():
   pixels = np.random.default_rng(1).integers(0, 256, (50, 60, 3), dtype=np.uint8)
   png = tf.io.encode_png(pixels)
   window = lambda shape: tf.stack([5, 7, 20, 30])
-  from_png = preprocess.decode_window(png, True, 3, window).numpy()
-  from_array = preprocess.decode_window(tf.constant(pixels), False, 3, window).numpy()
+  from_png, png_shape = preprocess.decode_window(png, True, 3, window)
+  from_array, array_shape = preprocess.decode_window(tf.constant(pixels), False, 3, window)
   np.testing.assert_array_equal(from_png, pixels[5:25, 7:37])
   np.testing.assert_array_equal(from_array, pixels[5:25, 7:37])
+  assert list(png_shape.numpy()) == list(array_shape.numpy()) == [50, 60, 3]
 
 
 def test_ten_crop_corners_center_and_flips():
@@ -85,3 +120,46 @@ def test_normalization_statistics(mode):
   axes = (0,) if mode == 'pixel_mean' else (0, 1, 2)
   np.testing.assert_allclose(out.mean(axis=axes), 0, atol=1e-4)
   assert norm.mean.shape == ((4, 4, 3) if mode == 'pixel_mean' else (3,))
+
+
+def _cifar_train_before_augmentation(raw, seed, image_size, norm, padding=4):
+  """cifar_train as it was before data.augment and data.random_erasing existed."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = preprocess.normalize(tf.cast(raw, tf.float32), norm)
+  image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+  image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], crop_seed)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def test_train_paths_without_augmentation_are_unchanged_and_with_it_seeded():
+  pixels = tf.constant(np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+  norm = preprocess.imagenet_normalization(3)
+  policy = augment.Policy('randaugment', num_ops=2, magnitude=9)
+  run = lambda i, **kw: preprocess.cifar_train(
+    pixels, _seed(i), encoded=False, channels=3, image_size=32, norm=norm, **kw
+  ).numpy()
+  for i in range(4):
+    before = _cifar_train_before_augmentation(pixels, _seed(i), 32, norm).numpy()
+    np.testing.assert_array_equal(run(i), before)  # bit for bit
+  augmented = [run(i, policy=policy, erasing=0.5) for i in range(6)]
+  np.testing.assert_array_equal(augmented[0], run(0, policy=policy, erasing=0.5))
+  assert sum(not np.array_equal(a, run(i)) for i, a in enumerate(augmented)) >= 5
+  erased = [run(i, erasing=1.0) for i in range(6)]  # the normalized image's 0
+  assert all((e == 0).all(-1).sum() >= 0.02 * 32 * 32 for e in erased)
+
+
+def test_imagenet_train_augmentation_is_seeded_and_erases_after_normalization():
+  raw = tf.constant(jpeg_bytes(np.random.default_rng(6), 120, 160))
+  norm = preprocess.imagenet_normalization(3)
+  run = lambda i, **kw: preprocess.imagenet_train(
+    raw, _seed(i), encoded=True, channels=3, image_size=48, norm=norm, jpeg_only=True, **kw
+  ).numpy()
+  policy = augment.Policy('trivialaugment')
+  plain = [run(i) for i in range(6)]
+  augmented = [run(i, policy=policy) for i in range(6)]
+  np.testing.assert_array_equal(augmented[2], run(2, policy=policy))
+  assert sum(not np.array_equal(a, p) for a, p in zip(augmented, plain, strict=True)) >= 4
+  erased = run(1, erasing=1.0)  # the same crop and flip, then one rectangle of zeros
+  zeros = (erased == 0).all(-1)
+  assert zeros.sum() >= 0.02 * 48 * 48
+  np.testing.assert_array_equal(erased[~zeros], plain[1][~zeros])

@@ -16,7 +16,7 @@ Padding repeats the last example with mask False.
 import jax
 import numpy as np
 
-from resnet_jax.data import preprocess, sources
+from resnet_jax.data import augment, preprocess, sources
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError, RunError
 
@@ -30,6 +30,7 @@ def check_config(data_config) -> None:
     ('preprocess', PREPROCESS),
     ('train_crop', preprocess.TRAIN_CROPS),
     ('normalize', preprocess.NORMALIZATIONS),
+    ('augment', augment.AUGMENTS),
   ):
     if data_config[field] not in allowed:
       raise ConfigError(
@@ -45,6 +46,41 @@ def check_config(data_config) -> None:
   for field in ('crop_padding', 'pca_lighting'):
     if data_config[field] < 0:
       raise ConfigError(f'data.{field}={data_config[field]}: expected >= 0')
+  _check_int(data_config, 'randaugment_ops', 0, None)
+  _check_int(data_config, 'randaugment_magnitude', 0, augment.NUM_BINS - 1)
+  _check_int(data_config, 'eval_image_size', 0, None)
+  _check_int(data_config, 'eval_resize', 0, None)
+  erasing = data_config.random_erasing
+  if isinstance(erasing, bool) or not isinstance(erasing, int | float) or not 0 <= erasing <= 1:
+    raise ConfigError(f'data.random_erasing={erasing!r}: expected a probability in [0, 1]')
+  eval_size = _eval_size(data_config)
+  if 0 < data_config.eval_resize < eval_size:
+    raise ConfigError(
+      f'data.eval_resize={data_config.eval_resize}: expected 0 or at least the evaluation '
+      f'size {eval_size} (data.eval_image_size, else data.image_size)'
+    )
+
+
+def _check_int(data_config, field: str, low: int, high: int | None) -> None:
+  value = data_config[field]
+  integer = isinstance(value, int) and not isinstance(value, bool)
+  if integer and low <= value and (high is None or value <= high):
+    return
+  allowed = f'in [{low}, {high}]' if high is not None else f'>= {low}'
+  raise ConfigError(f'data.{field}={value!r}: expected an integer {allowed}')
+
+
+def _eval_size(data_config) -> int:
+  """The evaluation resolution: data.eval_image_size, 0 meaning data.image_size."""
+  return data_config.eval_image_size or data_config.image_size
+
+
+def _policy(data_config) -> augment.Policy | None:
+  if data_config.augment == 'none':
+    return None
+  return augment.Policy(
+    data_config.augment, data_config.randaugment_ops, data_config.randaugment_magnitude
+  )
 
 
 def _process(process_index, process_count):
@@ -161,6 +197,8 @@ def create_train_iterator(
     image_size=image_size,
     norm=norm,
     flip=data_config.random_flip,
+    policy=_policy(data_config),
+    erasing=data_config.random_erasing,
   )
   if data_config.preprocess == 'imagenet':
     kwargs.update(
@@ -220,7 +258,7 @@ def create_eval_iterator(
   process_index, process_count = _process(process_index, process_count)
   _local_batch(global_batch_size, process_count)
   source = sources.open_split(data_config, split or data_config.eval_split)
-  image_size = data_config.image_size
+  image_size = _eval_size(data_config)
   kwargs = dict(
     encoded=source.encoded,
     channels=source.num_channels,
@@ -229,7 +267,7 @@ def create_eval_iterator(
     crops=crops,
   )
   if data_config.preprocess == 'imagenet':
-    kwargs.update(jpeg_only=source.jpeg_only)
+    kwargs.update(jpeg_only=source.jpeg_only, resize_size=data_config.eval_resize)
     transform = preprocess.imagenet_eval
   else:
     kwargs.update(padding=data_config.crop_padding)
