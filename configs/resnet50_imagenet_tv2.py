@@ -28,8 +28,8 @@ Where this differs from torchvision:
   quarter of the images per epoch, on different GPUs) is not implemented; the blog
   credits it with +0.184 points (80.674 -> 80.858).
 - The schedule moves every step; torchvision's LinearLR/CosineAnnealingLR step once per
-  epoch. Its EMA restarts from the weights at each update during the 5 warmup epochs;
-  ours averages from the start (if the EMA implementation does not do the same).
+  epoch. (Its EMA restarts from the weights during the 5 warmup epochs, as ours does with
+  optim.ema_after_warmup; ours checks at every step, torchvision at every EMA update.)
 - mixup/CutMix draw one coefficient per global batch of 1024 (torchvision: per GPU
   batch of 128, mixing with the batch rolled by one; ours with the batch reversed).
 - Weight decay skips BatchNorm (--norm-weight-decay 0) and, here, also the classifier's
@@ -112,4 +112,5 @@ def get_config():
   optim.label_smoothing = 0.1  # --label-smoothing 0.1
   optim.ema_every = EMA_STEPS  # --model-ema-steps 32
   optim.ema_decay = torchvision_ema_decay()  # 0.99890773: see torchvision_ema_decay
+  optim.ema_after_warmup = True  # train.py: n_averaged reset during the warmup epochs
   return config

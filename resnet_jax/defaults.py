@@ -118,6 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (0 = off); evaluated beside the raw weights, kept in the checkpoints
   optim.ema_decay = 0.0
   optim.ema_every = 1
+  optim.ema_after_warmup = (
+    False  # the EMA is the weights until the rate's warmup ends (torchvision)
+  )
   optim.backbone_lr_scale = 1.0  # rate of all but the head, x the rate; 0 = frozen (BN stats too)
 
   config.pretrained = pretrained = ml_collections.ConfigDict()

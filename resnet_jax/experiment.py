@@ -81,10 +81,9 @@ def _check_train(train: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Setup(train_state.Start):
   """Everything derived from the config before the first step: the Start, and the
-  dataset's info and epoch length it was made from."""
+  dataset's info it was made from."""
 
   info: Any  # data.DatasetInfo
-  steps_per_epoch: int
 
 
 def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
@@ -103,7 +102,7 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
     pretrained_weights=pretrained_weights,
   )
   fields = {field.name: getattr(start, field.name) for field in dataclasses.fields(start)}
-  return Setup(**fields, info=info, steps_per_epoch=steps_per_epoch)
+  return Setup(**fields, info=info)
 
 
 def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):

@@ -45,6 +45,7 @@ class Start:
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   total_steps: int
+  steps_per_epoch: int
   num_classes: int
   in_channels: int
 
@@ -94,6 +95,7 @@ def initialize(
     tx,
     schedule,
     total_steps,
+    steps_per_epoch,
     num_classes=num_classes,
     in_channels=in_channels,
   )
@@ -157,7 +159,7 @@ def train_step(config: ml_collections.ConfigDict, start: Start, mesh):
       start.tx,
       start.schedule,
       mesh,
-      StepOptions.from_config(config),
+      StepOptions.from_config(config, start.steps_per_epoch),
       compiler_options=compiler_options,
     )
 
@@ -196,10 +198,12 @@ class StepOptions:
   grad_accum_steps: int = 1  # micro-batches per update
   ema_decay: float = 0.0  # 0: TrainState.ema is {} and stays so
   ema_every: int = 1
+  ema_start: int = 0  # steps during which the EMA is the weights themselves
   skip_nonfinite: bool = False
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'StepOptions':
+  def from_config(cls, config: ml_collections.ConfigDict, steps_per_epoch: int) -> 'StepOptions':
+    warmup = optim.warmup_steps(config.optim, steps_per_epoch)
     return cls(
       loss=config.optim.loss,
       bce_threshold=config.optim.bce_target_threshold,
@@ -208,6 +212,7 @@ class StepOptions:
       grad_accum_steps=config.train.grad_accum_steps,
       ema_decay=config.optim.ema_decay,
       ema_every=config.optim.ema_every,
+      ema_start=warmup if config.optim.ema_after_warmup else 0,
       skip_nonfinite=config.train.on_nonfinite == 'skip',
     )
 
@@ -332,11 +337,13 @@ def _accumulate(grad_fn, params, images, targets_bk, labels, step_key):
 
 
 def _updated_ema(state: TrainState, params, batch_stats, options: StepOptions) -> dict:
-  """ema <- d * ema + (1 - d) * (params, BN statistics) after every `ema_every`-th step."""
+  """ema <- d * ema + (1 - d) * (params, BN statistics) after every `ema_every`-th step;
+  until step `ema_start` (d = 0), the EMA is the weights."""
   if not state.ema:
     return state.ema
-  due = (state.step + 1) % options.ema_every == 0
-  decay = jnp.where(due, options.ema_decay, 1.0)
+  step = state.step + 1
+  decay = jnp.where(step % options.ema_every == 0, options.ema_decay, 1.0)
+  decay = jnp.where(step <= options.ema_start, 0.0, decay)
   new = {'params': params, 'batch_stats': batch_stats}
   return jax.tree.map(lambda ema, x: decay * ema + (1 - decay) * x, state.ema, new)
 

@@ -51,7 +51,7 @@ def test_ema_averages_parameters_and_bn_statistics_every_k_steps():
   config.optim.ema_decay, config.optim.ema_every = 0.75, 2
   start = _start(config, mesh)
   step = train_state.make_train_step(
-    start.graphdef, start.tx, start.schedule, mesh, train_state.StepOptions.from_config(config)
+    start.graphdef, start.tx, start.schedule, mesh, train_state.StepOptions.from_config(config, 1)
   )
   state = start.state
   weights = lambda s: jax.device_get({'params': s.params, 'batch_stats': s.batch_stats})
@@ -66,6 +66,26 @@ def test_ema_averages_parameters_and_bn_statistics_every_k_steps():
   assert not np.allclose(state.ema['params']['head']['kernel'], state.params['head']['kernel'])
 
 
+def test_ema_after_warmup_follows_the_weights_until_the_warmup_ends():
+  mesh = parallel.create_mesh()
+  config = tiny_config(4)
+  config.optim.ema_decay, config.optim.ema_after_warmup, config.optim.warmup_steps = 0.5, True, 2
+  start = _start(config, mesh)
+  options = train_state.StepOptions.from_config(config, 1)
+  assert options.ema_start == 2
+  step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh, options)
+  state, batches = start.state, _batches(3)
+  weights = lambda s: jax.device_get({'params': s.params, 'batch_stats': s.batch_stats})
+  for batch in batches[:2]:
+    state, _ = step(state, parallel.shard_batch(batch, mesh))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema), weights(state))
+  before = jax.device_get(state.ema)
+  state, _ = step(state, parallel.shard_batch(batches[2], mesh))
+  expected = jax.tree.map(lambda e, w: 0.5 * e + 0.5 * w, before, weights(state))
+  close = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  jax.tree.map(close, jax.device_get(state.ema), expected)
+
+
 def test_without_ema_the_state_holds_none():
   start = _start(tiny_config(1), parallel.create_mesh())
   assert start.state.ema == {}
@@ -76,7 +96,7 @@ def test_a_mixed_batch_is_a_function_of_the_step_and_reports_no_top1():
   config = tiny_config(2)
   config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0
   start = _start(config, mesh)
-  options = train_state.StepOptions.from_config(config)
+  options = train_state.StepOptions.from_config(config, 1)
   step = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh, options)
   plain = train_state.make_train_step(start.graphdef, start.tx, start.schedule, mesh)
   batch = parallel.shard_batch(_batches(1)[0], mesh)
@@ -151,7 +171,7 @@ def run(devices, accum, group):
   c.model.bn_group_size, c.train.batch_size, c.train.grad_accum_steps = group, 64, accum
   mesh = parallel.create_mesh(devices)
   s = train_state.initialize(c, mesh, num_classes=10, in_channels=3, steps_per_epoch=1)
-  options = train_state.StepOptions.from_config(c)
+  options = train_state.StepOptions.from_config(c, 1)
   step = train_state.make_train_step(s.graphdef, s.tx, s.schedule, mesh, options)
   state, m = step(s.state, parallel.shard_batch(batch, mesh))
   return jax.device_get((state.params, state.batch_stats, m['loss'], m['top1'], m['grad_norm']))
