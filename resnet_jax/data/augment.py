@@ -272,8 +272,12 @@ def random_erasing(image, seed, probability: float):
   to 0 (after normalization: the mean)."""
   apply_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   y, x, h, w = tf.unstack(erasing_box(tf.shape(image)[:2], box_seed))
-  h *= tf.cast(tf.random.stateless_uniform([], apply_seed) < probability, tf.int32)
-  rows = tf.range(tf.shape(image)[0])
-  cols = tf.range(tf.shape(image)[1])
-  inside_hw = ((rows >= y) & (rows < y + h))[:, None] & ((cols >= x) & (cols < x + w))[None, :]
-  return tf.where(inside_hw[..., None], tf.zeros_like(image), image)
+  erase = (tf.random.stateless_uniform([], apply_seed) < probability) & (h > 0)
+
+  def erased():  # a full-shape mask: TF's CPU kernels broadcast slowly
+    height, width, channels = tf.unstack(tf.shape(image))
+    hole = tf.zeros([h, w, channels], image.dtype)
+    keep = tf.pad(hole, [[y, height - y - h], [x, width - x - w], [0, 0]], constant_values=1)
+    return image * keep
+
+  return tf.cond(erase, erased, lambda: image)

@@ -272,7 +272,7 @@ def resize_center_crop(window, shape, image_size: int, resize_size: int):
   # Output pixel j (centre j + 0.5) samples window position (j + 0.5 - t) / scale.
   translation = first * scale - offsets
   image = tf.raw_ops.ScaleAndTranslate(
-    images=tf.cast(window, tf.float32)[None],
+    images=window[None],
     size=[image_size, image_size],
     scale=tf.cast(scale, tf.float32),
     translation=tf.cast(translation, tf.float32),
