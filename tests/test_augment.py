@@ -104,7 +104,7 @@ def test_constant_channel_passes_autocontrast_and_equalize():
 
 @pytest.mark.parametrize('policy', ['randaugment', 'trivialaugment'])
 def test_magnitude_bins_scale_each_op_and_the_sign_negates(policy):
-  table = augment._op_table(policy, 24, 32)
+  table = augment.op_table(policy, 24, 32)
   names = [fn.__name__ for fn, _, _ in table]
 
   def change(pixels, name, magnitude_bin, negate=False):

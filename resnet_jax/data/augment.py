@@ -184,7 +184,7 @@ def identity(image, _=None):
 # ------------------------------------------------------------------------------ policies
 
 
-def _op_table(name: str, height: int, width: int):
+def op_table(name: str, height: int, width: int):
   """[(op, magnitudes [NUM_BINS], signed)] in torchvision's order, for one policy."""
   bins = np.linspace(0.0, 1.0, NUM_BINS)
   none = np.zeros(NUM_BINS)
@@ -230,7 +230,7 @@ def apply(image, seed, policy: Policy):
   integers 0..255 as float32."""
   if not image.shape.is_fully_defined():
     raise ValueError(f'augmentation needs a static image shape, not {image.shape}')
-  table = _op_table(policy.name, image.shape[0], image.shape[1])
+  table = op_table(policy.name, image.shape[0], image.shape[1])
   num_ops = policy.num_ops if policy.name == 'randaugment' else 1
   op_seed, sign_seed, bin_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   ops = tf.random.stateless_uniform([num_ops], op_seed, 0, len(table), tf.int32)
