@@ -106,7 +106,7 @@ fi
 
 echo "== tf.data ImageNet input pipeline ($(nproc) cores)"
 if has tensorflow && has tensorflow_datasets; then
-  timeout 90 $PY -m benchmarks.input_pipeline | tee "$results/input_pipeline.txt" || status=1
+  timeout 90 $PY -m benchmarks.input_pipeline --seconds 4 | tee "$results/input_pipeline.txt" || status=1
 else
   echo 'skipped: TensorFlow or TFDS is not installed here (train and eval above do not need them)'
 fi
