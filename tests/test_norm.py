@@ -1,4 +1,12 @@
-"""GroupBatchNorm: statistics per group of examples, running averages, dtypes."""
+"""GroupBatchNorm: statistics per group of examples, running averages, dtypes; the
+unbiased running variance against PyTorch's (in a process of its own, as in
+test_pretrained.py)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +14,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from resnet_jax import pretrained
+from resnet_jax.models import create_model
 from resnet_jax.models.norm import GroupBatchNorm
+from resnet_jax.pretrained import layouts
+
+REFERENCE = Path(__file__).with_name('torch_reference.py')
 
 
 def _reference(x, eps=1e-5):
@@ -68,6 +81,71 @@ def test_running_averages_move_towards_mean_of_group_statistics(x_nhwc):
   group_vars = [x_nhwc[:4].var(axis=(0, 1, 2)), x_nhwc[4:].var(axis=(0, 1, 2))]
   np.testing.assert_allclose(norm.mean[...], 0.1 * np.mean(group_means, axis=0), rtol=1e-5)
   np.testing.assert_allclose(norm.var[...], 0.9 + 0.1 * np.mean(group_vars, axis=0), rtol=1e-5)
+
+
+def test_unbiased_running_variance_scales_each_group_by_m_over_m_minus_1(x_nhwc):
+  """m = 4 examples x 3 x 3 positions per group: the running variance takes in the groups'
+  unbiased variances; the output (biased variance) is the same as without."""
+  biased, unbiased = (
+    GroupBatchNorm(5, group_size=4),
+    GroupBatchNorm(5, group_size=4, unbiased_var=True),
+  )
+  y_biased, y_unbiased = biased(jnp.asarray(x_nhwc)), unbiased(jnp.asarray(x_nhwc))
+  np.testing.assert_array_equal(y_unbiased, y_biased)
+  np.testing.assert_array_equal(unbiased.mean[...], biased.mean[...])
+  group_vars = [x_nhwc[:4].var(axis=(0, 1, 2), ddof=1), x_nhwc[4:].var(axis=(0, 1, 2), ddof=1)]
+  np.testing.assert_allclose(unbiased.var[...], 0.9 + 0.1 * np.mean(group_vars, axis=0), rtol=1e-5)
+
+
+def test_unbiased_variance_of_one_value_per_channel_is_a_clear_error():
+  with pytest.raises(ValueError, match='more than one value per channel'):
+    GroupBatchNorm(5, group_size=1, unbiased_var=True)(jnp.ones((2, 1, 1, 5)))
+
+
+def _torch_train(*args: str):
+  """tests/torch_reference.py train ...; skips without torch (fails under CI=true)."""
+  missing = [m for m in ('torch', 'torchvision', 'timm') if importlib.util.find_spec(m) is None]
+  if missing:
+    message = f'{", ".join(missing)} missing: pip install -r requirements-dev.txt'
+    if os.environ.get('CI', '').lower() == 'true':
+      pytest.fail(message)
+    pytest.skip(message)
+  command = [sys.executable, str(REFERENCE), 'train', '--arch=resnet18', *args]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_unbiased_running_variance_gives_pytorchs_eval_logits(tmp_path):
+  """torchvision's ResNet-18 (our random initialization, exported), one training-mode pass
+  over 16 images of 64x64 (whole-batch statistics), then eval-mode logits. The biased
+  running variance is smaller by (m - 1)/m, down to 63/64 in the last stage (m = 16 x 2 x
+  2), and the logits differ by ~2e-3 of their largest; the unbiased one is PyTorch's."""
+  path = tmp_path / 'resnet18.safetensors'
+  model_config = layouts.model_config('resnet18')  # bn_group_size=0: the whole batch
+  pretrained.export(create_model(model_config, num_classes=1000, rngs=nnx.Rngs(0)), path)
+  rng = np.random.default_rng(0)
+  inputs = {
+    'train_images': rng.normal(size=(1, 16, 64, 64, 3)).astype(np.float32),
+    'train_labels': np.zeros((1, 16), np.int64),
+    'images': rng.normal(size=(4, 64, 64, 3)).astype(np.float32),
+  }
+  np.savez(tmp_path / 'inputs.npz', **inputs)
+  _torch_train(f'--weights={path}', f'--inputs={tmp_path}/inputs.npz', f'--out={tmp_path}/out')
+  theirs = np.load(tmp_path / 'out.npz')['logits']
+  forward = nnx.jit(lambda model, x_nhwc: model(x_nhwc))
+  difference = {}
+  for unbiased in (True, False):
+    model = pretrained.load('torchvision', 'resnet18', path, bn_unbiased_var=unbiased)
+    model.train()
+    forward(model, inputs['train_images'][0])  # updates the running statistics
+    model.eval()
+    ours = forward(model, inputs['images'])
+    difference[unbiased] = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+  print(
+    'eval logits, max |ours - torch| / max |torch| with bn_unbiased_var True, False:', difference
+  )
+  assert difference[True] < 1e-5
+  assert difference[False] > 5e-4
 
 
 def test_eval_uses_running_averages_and_leaves_them_alone(x_nhwc):

@@ -230,11 +230,28 @@ def test_bfloat16_computes_in_bfloat16_with_float32_parameters(model_config):
     (dict(gate='highway'), "'off', 'constant', 'exclusive', 'shortcut_only'"),
     (dict(shortcut='none', gate='exclusive'), 'a plain network has none'),
     (dict(variant='bn_after_add', zero_init_residual=True), 'BN after the addition'),
+    (dict(drop_path_rate=1.0), r'model.drop_path_rate=1.0: expected 0 <= rate < 1'),
+    (dict(drop_path_rate=-0.1), r'model.drop_path_rate=-0.1: expected 0 <= rate < 1'),
+    (dict(shortcut='none', drop_path_rate=0.1), r"plain network \(shortcut='none'\) has only"),
   ],
 )
 def test_wrong_configs_are_clear_value_errors(model_config, fields, message):
   with pytest.raises(ValueError, match=message):
     network_spec(override(model_config, **fields), platform='cpu')
+
+
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
+    ('drop_path_rate', '0.1', r"model.drop_path_rate='0.1': expected 0 <= rate < 1"),
+    ('drop_path_rate', True, r'model.drop_path_rate=True: expected'),
+    ('bn_unbiased_var', 1, r'model.bn_unbiased_var=1: expected True or False'),
+  ],
+)
+def test_wrong_types_in_a_plain_dict_are_clear_value_errors(model_config, field, value, message):
+  """A ConfigDict refuses these itself; `network_spec` also takes a plain dict."""
+  with pytest.raises(ValueError, match=message):
+    network_spec({**model_config.to_dict(), field: value}, platform='cpu')
 
 
 def test_unknown_model_field_is_an_error(model_config):

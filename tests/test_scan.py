@@ -19,7 +19,8 @@ def _split(model_config, **fields):
 
 def _train_step_outputs(graphdef, params, batch_stats, x_nhwc):
   """Logits, parameter gradients and updated BN statistics of one training-mode pass
-  (with one key: a dropout shortcut draws the same masks scanned or not)."""
+  (with one key: a dropout shortcut and stochastic depth draw the same masks scanned or
+  not)."""
 
   def loss(params, batch_stats):
     model = nnx.merge(graphdef, params, batch_stats)
@@ -39,6 +40,15 @@ NETWORKS = {
   'plain20-C': dict(depth=20, shortcut='C'),
   'resnet20-dropout-shortcut': dict(depth=20, gate='dropout'),
   'resnet11-one-layer-preact': dict(depth=11, block='one_layer', variant='preact'),
+  'resnet20-drop-path': dict(depth=20, drop_path_rate=0.5),
+  'resnet29-bottleneck-preact-C-drop-path-dropout-shortcut': dict(
+    depth=29,
+    block='bottleneck',
+    variant='preact',
+    shortcut='C',
+    drop_path_rate=0.5,
+    gate='dropout',
+  ),
 }
 
 
@@ -52,6 +62,12 @@ NETWORKS = {
     ('plain20-C', dict(scan=True)),
     ('resnet20-dropout-shortcut', dict(scan=True, remat=True)),
     ('resnet11-one-layer-preact', dict(scan=True)),
+    ('resnet20-drop-path', dict(scan=True, remat=True)),
+    pytest.param(
+      'resnet29-bottleneck-preact-C-drop-path-dropout-shortcut',
+      dict(scan=True, remat=True),
+      marks=pytest.mark.slow,
+    ),
   ],
 )
 def test_scan_and_remat_compute_the_unrolled_network(model_config, network, execution):

@@ -2,6 +2,7 @@
 
   python tests/torch_reference.py make --out=DIR --size=72
   python tests/torch_reference.py run --arch=resnet18 --weights=FILE --inputs=NPZ --out=NPZ
+  python tests/torch_reference.py train --arch=resnet18 --weights=FILE --inputs=NPZ --out=NPZ --lr=0
 
 `make` builds torchvision's and timm's ResNet-18 and ResNet-50 with random
 weights and random BN statistics and writes, per network, its state dict
@@ -10,7 +11,11 @@ DIR/<lib>_<arch>.npz: an NHWC input batch, the eval-mode logits and the four
 stage outputs c2..c5 (NHWC). It also writes timm's resnet50d state dict, a
 layout that cannot be imported. `run` loads a .safetensors file into
 torchvision's network with `load_state_dict(strict=True)` and writes its
-logits for the given inputs. Only torch, torchvision, timm and safetensors are
+logits for the given inputs. `train` loads it the same way, runs training-mode
+passes over the inputs' `train_images` [steps, batch, H, W, C] (SGD steps on the
+cross-entropy with `train_labels` where --lr > 0; at 0, forward passes only, which
+update BN's running statistics), then writes the eval-mode outputs for `images`.
+Only torch, torchvision, timm and safetensors are
 imported here: torchvision next to TensorFlow in one process crashes.
 """
 
@@ -77,20 +82,41 @@ def run(arch: str, weights: str, inputs: str, out: str) -> None:
   np.savez(out, **outputs(model, images_nchw.contiguous()))
 
 
+def train(arch: str, weights: str, inputs: str, out: str, lr: float) -> None:
+  model = build('torchvision', arch)
+  model.load_state_dict(load_file(weights), strict=True)
+  arrays = np.load(inputs)
+  optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+  model.train()
+  for images_nhwc, labels in zip(arrays['train_images'], arrays['train_labels'], strict=True):
+    with torch.set_grad_enabled(lr > 0):
+      logits = model(torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous())
+    if lr > 0:
+      optimizer.zero_grad()
+      torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels).long()).backward()
+      optimizer.step()
+  model.eval()
+  images_nchw = torch.from_numpy(arrays['images']).permute(0, 3, 1, 2).contiguous()
+  np.savez(out, **outputs(model, images_nchw))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('mode', choices=('make', 'run'))
+  parser.add_argument('mode', choices=('make', 'run', 'train'))
   parser.add_argument('--out', required=True)
   parser.add_argument('--size', type=int, default=72)
   parser.add_argument('--arch')
   parser.add_argument('--weights')
   parser.add_argument('--inputs')
+  parser.add_argument('--lr', type=float, default=0.0)
   args = parser.parse_args()
   torch.set_num_threads(1)
   if args.mode == 'make':
     make(args.out, args.size)
-  else:
+  elif args.mode == 'run':
     run(args.arch, args.weights, args.inputs, args.out)
+  else:
+    train(args.arch, args.weights, args.inputs, args.out, args.lr)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,12 @@ shortcut is option C. Table 2 (where BN and ReLU sit), as `variant`: `bn_after_a
 `relu_preact` (ReLU-conv-BN-ReLU-conv-BN + h) and `preact` (full pre-activation).
 Table 3's one-layer units (a single 3x3 convolution in the branch) are the block
 `one_layer`.
+
+Stochastic depth (Huang et al. 2016), as timm's ResNets do it: in training, each unit
+drops its residual branch F (before the shortcut is added or gated) for each example
+with its own probability p, and scales the kept ones by 1 / (1 - p), so the expected
+output is the whole unit's; in evaluation it keeps F as it is. The network gives each
+unit its p (`drop_rate`, see `resnet.NetworkSpec.drop_rates`).
 """
 
 import dataclasses
@@ -41,6 +47,8 @@ DROPOUT_SHORTCUT_KEEP = 0.5
 # Variants whose unit ends with a ReLU after the addition (f = ReLU in the paper's terms).
 RELU_AFTER_ADD = ('v1', 'v1.5', 'bn_after_add')
 BOTTLENECK_EXPANSION = 4
+# A unit's probability of dropping its branch: a float, a scalar array (scanned), None: never.
+DropRate = float | jax.Array | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,16 @@ class UnitOptions:
   explicit_conv_grads: bool = False  # stride-1 convolutions' backward written out (conv.Conv)
   gate: str = 'off'  # what scales the shortcut and the branch (Identity Mappings Table 1)
   gate_bias: float = 0.0  # initial bias b of the gates g = sigmoid(1x1 conv + b)
+  bn_unbiased_var: bool = False  # BN keeps the unbiased running variance (norm.py)
+
+  def batch_norm(self, num_features: int, *, scale_init: float = 1.0) -> GroupBatchNorm:
+    """A BatchNorm with the network's statistics groups and running variance."""
+    return GroupBatchNorm(
+      num_features,
+      group_size=self.bn_group_size,
+      scale_init=scale_init,
+      unbiased_var=self.bn_unbiased_var,
+    )
 
 
 class ZeroPadShortcut(nnx.Module):
@@ -96,6 +114,7 @@ class ProjectionShortcut(nnx.Module):
     rngs: nnx.Rngs,
     pointwise_einsum: bool = False,
     explicit_grads: bool = False,
+    bn_unbiased_var: bool = False,
   ):
     self.pool_stride = stride if avg_pool else 1
     conv_stride = 1 if avg_pool else stride
@@ -103,7 +122,11 @@ class ProjectionShortcut(nnx.Module):
       in_channels, out_channels, 1, conv_stride, dtype=dtype, rngs=rngs,
       pointwise_einsum=pointwise_einsum, explicit_grads=explicit_grads,
     )  # fmt: skip
-    self.norm = GroupBatchNorm(out_channels, group_size=bn_group_size) if with_norm else None
+    self.norm = (
+      GroupBatchNorm(out_channels, group_size=bn_group_size, unbiased_var=bn_unbiased_var)
+      if with_norm
+      else None
+    )
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
     if self.pool_stride > 1:
@@ -181,6 +204,7 @@ def make_shortcut(
     rngs=rngs,
     pointwise_einsum=options.pointwise_einsum,
     explicit_grads=options.explicit_conv_grads,
+    bn_unbiased_var=options.bn_unbiased_var,
   )
 
 
@@ -205,8 +229,9 @@ def branch_layout(
 
 class ResidualUnit(nnx.Module):
   """A basic, bottleneck or one-layer unit, in any variant (activation placement), with any
-  shortcut option and gate. `key` is the randomness of the dropout shortcut in training
-  mode (unused otherwise)."""
+  shortcut option and gate. `key` is the randomness of training mode: the dropout
+  shortcut's masks, and with a `drop_rate` (the probability of dropping the branch, a
+  float or a scanned scalar; None: never) stochastic depth's."""
 
   def __init__(
     self, in_channels: int, out_channels: int, stride: int, options: UnitOptions, *, rngs: nnx.Rngs
@@ -233,10 +258,8 @@ class ResidualUnit(nnx.Module):
     ])  # fmt: skip
     self.norms = nnx.List(
       [
-        GroupBatchNorm(
-          c_in if self.preact else c_out,
-          group_size=options.bn_group_size,
-          scale_init=0.0 if zero_norm and i == last else 1.0,
+        options.batch_norm(
+          c_in if self.preact else c_out, scale_init=0.0 if zero_norm and i == last else 1.0
         )
         for i, (c_in, c_out, _, _) in enumerate(layout)
       ]
@@ -245,6 +268,7 @@ class ResidualUnit(nnx.Module):
     gated = options.gate != 'off'
     self.gate = ShortcutGate(in_channels, out_channels, stride, options, rngs) if gated else None
     self.sow_responses = False  # analysis.signals turns it on, under nnx.capture
+    self.deterministic = False  # model.train() / model.eval() set it (stochastic depth)
 
   def _response(self, y: jax.Array) -> jax.Array:
     """A branch layer's response (post-activation: after BN, before ReLU or the addition,
@@ -253,9 +277,11 @@ class ResidualUnit(nnx.Module):
       self.sow(nnx.Intermediate, 'responses', y)
     return y
 
-  def __call__(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, x_nhwc: jax.Array, key: jax.Array | None = None, drop_rate: DropRate = None
+  ) -> jax.Array:
     if self.preact:
-      return self._preact_forward(x_nhwc, key)
+      return self._preact_forward(x_nhwc, key, drop_rate)
     last = len(self.convs) - 1
     y = jax.nn.relu(x_nhwc) if self.variant == 'relu_preact' else x_nhwc
     for i, (conv_i, norm_i) in enumerate(zip(self.convs, self.norms, strict=True)):
@@ -265,12 +291,14 @@ class ResidualUnit(nnx.Module):
       y = self._response(y)
       if i < last or self.variant == 'relu_before_add':
         y = jax.nn.relu(y)
-    y = self._add_shortcut(x_nhwc, y, x_nhwc, key)
+    y = self._add_shortcut(x_nhwc, y, x_nhwc, key, drop_rate)
     if self.variant == 'bn_after_add':
       y = self.norms[last](y)
     return jax.nn.relu(y) if self.variant in RELU_AFTER_ADD else y
 
-  def _preact_forward(self, x_nhwc: jax.Array, key: jax.Array | None) -> jax.Array:
+  def _preact_forward(
+    self, x_nhwc: jax.Array, key: jax.Array | None, drop_rate: DropRate
+  ) -> jax.Array:
     x_act = jax.nn.relu(self.norms[0](x_nhwc))
     y = self._response(self.convs[0](x_act))
     for conv_i, norm_i in zip(self.convs[1:], self.norms[1:], strict=True):
@@ -278,7 +306,7 @@ class ResidualUnit(nnx.Module):
     # A projection sees the pre-activated input (as in He et al. 2016's code);
     # option A stays a pure identity path.
     projects = isinstance(self.shortcut, ProjectionShortcut)
-    return self._add_shortcut(x_nhwc, y, x_act if projects else x_nhwc, key)
+    return self._add_shortcut(x_nhwc, y, x_act if projects else x_nhwc, key, drop_rate)
 
   def _add_shortcut(
     self,
@@ -286,12 +314,33 @@ class ResidualUnit(nnx.Module):
     branch_nhwc: jax.Array,
     shortcut_in: jax.Array,
     key: jax.Array | None,
+    drop_rate: DropRate,
   ):
     """h + F (h: the shortcut of `shortcut_in`), or as the gate combines them; F alone in a
-    plain network."""
+    plain network. F is first dropped or scaled by stochastic depth."""
     if not self.residual:
       return branch_nhwc
+    branch_nhwc = self._drop_path(branch_nhwc, key, drop_rate)
     h_nhwc = x_nhwc if self.shortcut is None else self.shortcut(shortcut_in)
     if self.gate is None:
       return branch_nhwc + h_nhwc
     return self.gate(x_nhwc, h_nhwc, branch_nhwc, key)
+
+  def _drop_path(
+    self, branch_nhwc: jax.Array, key: jax.Array | None, drop_rate: DropRate
+  ) -> jax.Array:
+    """Stochastic depth: F x keep / (1 - p) per example, keep ~ Bernoulli(1 - p) (timm's
+    drop_path with scale_by_keep). Its key is folded from the unit's, which the dropout
+    shortcut uses as it is."""
+    if drop_rate is None or self.deterministic:
+      return branch_nhwc
+    if key is None:
+      raise ValueError(
+        'stochastic depth (model.drop_path_rate) drops residual branches in training mode: '
+        'call the model with key=... (the train step does), or put it in evaluation mode '
+        'with model.eval()'
+      )
+    keep_prob = 1 - jnp.asarray(drop_rate, jnp.float32)
+    kept_n = jax.random.bernoulli(jax.random.fold_in(key, 1), keep_prob, branch_nhwc.shape[:1])
+    scale_n111 = jnp.where(kept_n, 1 / keep_prob, 0.0)[:, None, None, None]
+    return (branch_nhwc.astype(jnp.float32) * scale_n111).astype(branch_nhwc.dtype)

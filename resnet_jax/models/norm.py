@@ -6,6 +6,12 @@ number of devices: a run on one CPU and a run on eight GPUs see the same
 statistics for the same global batch. `group_size=0` normalizes over the whole
 batch (synchronous BatchNorm across devices, since the batch is one global
 array under jit).
+
+The running variance kept for inference averages the groups' biased variances (Flax's
+BatchNorm), or with `unbiased_var` their unbiased estimates, x m / (m - 1) for the m
+values per channel of a group (examples x height x width): what Ioffe & Szegedy's
+inference statistics and PyTorch's BatchNorm keep. Either way, training normalizes by
+the biased variance, as both do.
 """
 
 import jax
@@ -18,7 +24,8 @@ class GroupBatchNorm(nnx.Module):
 
   Statistics and running averages are float32 whatever the compute dtype;
   the output has the input's dtype. `model.train()` / `model.eval()` switch
-  `use_running_average`, as for `nnx.BatchNorm`.
+  `use_running_average`, as for `nnx.BatchNorm`. `unbiased_var`: the running variance
+  averages unbiased estimates (see the module's docstring).
   """
 
   def __init__(
@@ -29,6 +36,7 @@ class GroupBatchNorm(nnx.Module):
     momentum: float = 0.9,
     epsilon: float = 1e-5,
     scale_init: float = 1.0,
+    unbiased_var: bool = False,
   ):
     if group_size < 0:
       raise ValueError(f'bn_group_size must be >= 0 (0 = whole batch), got {group_size}')
@@ -36,6 +44,7 @@ class GroupBatchNorm(nnx.Module):
     self.group_size = group_size
     self.momentum = momentum
     self.epsilon = epsilon
+    self.unbiased_var = unbiased_var
     self.use_running_average = False
     self.scale = nnx.Param(jnp.full((num_features,), scale_init, jnp.float32))
     self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
@@ -60,9 +69,16 @@ class GroupBatchNorm(nnx.Module):
     y = self._normalize(x_g, mean_g, var_g).reshape(x.shape).astype(x.dtype)
 
     m = self.momentum
+    per_group = x_g.shape[1] * x_g.shape[2]  # values per channel in a group
     self.mean[...] = m * self.mean[...] + (1 - m) * jnp.mean(mean_g, axis=(0, 1, 2))
-    self.var[...] = m * self.var[...] + (1 - m) * jnp.mean(var_g, axis=(0, 1, 2))
+    self.var[...] = m * self.var[...] + (1 - m) * self._batch_var(var_g, per_group)
     return y
+
+  def _batch_var(self, var_g: jax.Array, per_group: int) -> jax.Array:
+    """The groups' mean variance, as the running variance takes it in: biased, or with
+    `unbiased_var` the unbiased estimate."""
+    var = jnp.mean(var_g, axis=(0, 1, 2))
+    return var * _bessel_correction(per_group) if self.unbiased_var else var
 
   def _normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
     """(x - mean) / sqrt(var + eps) * scale + bias, folded into one multiply-add."""
@@ -103,6 +119,16 @@ def _multiply_add_backward(residuals, dy):
 
 
 multiply_add.defvjp(_multiply_add_forward, _multiply_add_backward)
+
+
+def _bessel_correction(count: int) -> float:
+  """m / (m - 1): the biased variance of m values times it is the unbiased estimate."""
+  if count < 2:
+    raise ValueError(
+      'an unbiased variance (model.bn_unbiased_var) needs more than one value per channel '
+      'in each BatchNorm group: use larger groups or inputs, or bn_unbiased_var=False'
+    )
+  return count / (count - 1)
 
 
 def _variance(x_g: jax.Array, mean_g: jax.Array) -> jax.Array:

@@ -26,7 +26,6 @@ from resnet_jax.models.blocks import (
   UnitOptions,
 )
 from resnet_jax.models.conv import conv
-from resnet_jax.models.norm import GroupBatchNorm
 
 # depth -> (block, units per stage), He et al. 2015 Table 1; 200 from He et al. 2016.
 IMAGENET_DEPTHS = {
@@ -62,11 +61,26 @@ class NetworkSpec:
   unit: UnitOptions
   scan: bool = False  # each stage's repeated units run under one lax.scan
   remat: bool = False  # each unit's activations are recomputed in the backward pass
+  drop_path_rate: float = 0.0  # stochastic depth: the last unit's drop probability
 
   @property
   def stochastic(self) -> bool:
-    """Whether training mode samples randomness (the dropout shortcut)."""
-    return self.unit.gate == 'dropout'
+    """Whether training mode samples randomness (the dropout shortcut, stochastic depth)."""
+    return self.unit.gate == 'dropout' or self.drop_path_rate > 0
+
+  @property
+  def drop_rates(self) -> tuple[tuple[float, ...], ...] | None:
+    """Each stage's units' probabilities of dropping their residual branch in training:
+    rate x i / (N - 1) for unit i of the network's N, counted from 0 over all stages
+    (timm's linear decay: the first unit never, the last with the rate); None at rate 0."""
+    if not self.drop_path_rate:
+      return None
+    last = sum(self.units_per_stage) - 1
+    rates = [self.drop_path_rate * i / last for i in range(last + 1)]
+    starts = [sum(self.units_per_stage[:i]) for i in range(len(self.units_per_stage))]
+    return tuple(
+      tuple(rates[start : start + n]) for start, n in zip(starts, self.units_per_stage, strict=True)
+    )
 
   @property
   def stage_channels(self) -> tuple[int, ...]:
@@ -128,6 +142,16 @@ def network_spec(model_config, *, platform: str) -> NetworkSpec:
     )
   if not isinstance(cfg.bn_group_size, int) or cfg.bn_group_size < 0:
     raise ConfigError(f'model.bn_group_size={cfg.bn_group_size!r}: expected >= 0 (0 = whole batch)')
+  rate = cfg.drop_path_rate
+  if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+    raise ConfigError(f'model.drop_path_rate={rate!r}: expected 0 <= rate < 1 (0 = off)')
+  if rate and cfg.shortcut == 'none':
+    raise ConfigError(
+      f'model.drop_path_rate={rate!r} drops residual branches: a plain network '
+      "(shortcut='none') has only its branch; use a residual shortcut or drop_path_rate=0"
+    )
+  if not isinstance(cfg.bn_unbiased_var, bool):
+    raise ConfigError(f'model.bn_unbiased_var={cfg.bn_unbiased_var!r}: expected True or False')
   if not isinstance(cfg.width, int) or cfg.width < 1:
     raise ConfigError(f'model.width must be a positive integer, got {cfg.width!r}')
   if cfg.zero_init_residual and cfg.shortcut == 'none':
@@ -163,6 +187,7 @@ def network_spec(model_config, *, platform: str) -> NetworkSpec:
     explicit_conv_grads=platform == 'cpu',
     gate=cfg.gate,
     gate_bias=float(cfg.gate_bias),
+    bn_unbiased_var=cfg.bn_unbiased_var,
   )
   return NetworkSpec(
     stem=cfg.stem,
@@ -171,6 +196,7 @@ def network_spec(model_config, *, platform: str) -> NetworkSpec:
     unit=unit,
     scan=cfg.scan,
     remat=cfg.remat,
+    drop_path_rate=float(rate),
   )
 
 
@@ -190,7 +216,7 @@ class Stem(nnx.Module):
       dtype=spec.unit.dtype, rngs=rngs, explicit_grads=spec.unit.explicit_conv_grads,
     )  # fmt: skip
     preact = spec.unit.variant == 'preact'
-    self.norm = None if preact else GroupBatchNorm(spec.width, group_size=spec.unit.bn_group_size)
+    self.norm = None if preact else spec.unit.batch_norm(spec.width)
 
   def __call__(self, x_nhwc: jax.Array) -> jax.Array:
     y = self.conv(x_nhwc)
@@ -214,6 +240,8 @@ class Stage(nnx.Module):
   pretrained weights keep one entry per unit (`layout` converts). With
   `remat`, each unit keeps only its input for the backward pass. A `key` is
   split into one per unit, the same ones whether the units are scanned or not.
+  `drop_rates`: each unit's stochastic depth probability (None: none drops); the
+  repeated units take theirs as scanned inputs.
   """
 
   def __init__(
@@ -226,11 +254,13 @@ class Stage(nnx.Module):
     *,
     scan: bool = False,
     remat: bool = False,
+    drop_rates: tuple[float, ...] | None = None,
     rngs: nnx.Rngs,
   ):
     self.scan = scan
     self.remat = remat
     self.num_units = num_units
+    self.drop_rates = drop_rates
     units = [
       ResidualUnit(
         in_channels if i == 0 else out_channels,
@@ -248,32 +278,45 @@ class Stage(nnx.Module):
   def __call__(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> jax.Array:
     unit_keys = None if key is None else jax.random.split(key, self.num_units)
     for i, unit in enumerate(self.units):
-      x_nhwc = self._apply(unit, x_nhwc, None if key is None else unit_keys[i])
+      x_nhwc = self._apply(unit, x_nhwc, None if key is None else unit_keys[i], self._rate(i))
     if self.repeated is not None:
-      x_nhwc = self._scan(x_nhwc, None if key is None else unit_keys[1:])
+      rates = None if self.drop_rates is None else jnp.asarray(self.drop_rates[1:], jnp.float32)
+      x_nhwc = self._scan(x_nhwc, None if key is None else unit_keys[1:], rates)
     return x_nhwc
 
-  def _unit_fn(self, graphdef: nnx.GraphDef):
-    """(x, (unit state, key)) -> (unit output, its updated BN statistics), a pure function."""
+  def _rate(self, i: int) -> float | None:
+    """Unit i's drop probability; None where it is 0 (the network's first unit), which
+    then samples nothing, as in timm."""
+    if self.drop_rates is None or not self.drop_rates[i]:
+      return None
+    return self.drop_rates[i]
 
-    def apply(x_nhwc, state_and_key):
-      state, key = state_and_key
+  def _unit_fn(self, graphdef: nnx.GraphDef):
+    """(x, (unit state, key, drop rate)) -> (unit output, its updated BN statistics), a
+    pure function."""
+
+    def apply(x_nhwc, unit_inputs):
+      state, key, drop_rate = unit_inputs
       unit = nnx.merge(graphdef, state)
-      return unit(x_nhwc, key), nnx.state(unit, nnx.BatchStat)
+      return unit(x_nhwc, key, drop_rate), nnx.state(unit, nnx.BatchStat)
 
     return jax.checkpoint(apply, prevent_cse=not self.scan) if self.remat else apply
 
-  def _apply(self, unit: ResidualUnit, x_nhwc: jax.Array, key: jax.Array | None) -> jax.Array:
+  def _apply(
+    self, unit: ResidualUnit, x_nhwc: jax.Array, key: jax.Array | None, drop_rate: float | None
+  ) -> jax.Array:
     if not self.remat:
-      return unit(x_nhwc, key)
+      return unit(x_nhwc, key, drop_rate)
     graphdef, state = nnx.split(unit)
-    y, batch_stats = self._unit_fn(graphdef)(x_nhwc, (state, key))
+    y, batch_stats = self._unit_fn(graphdef)(x_nhwc, (state, key, drop_rate))
     nnx.update(unit, batch_stats)
     return y
 
-  def _scan(self, x_nhwc: jax.Array, keys: jax.Array | None) -> jax.Array:
+  def _scan(
+    self, x_nhwc: jax.Array, keys: jax.Array | None, drop_rates: jax.Array | None
+  ) -> jax.Array:
     graphdef, stacked = nnx.split(self.repeated)
-    y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, (stacked, keys))
+    y, batch_stats = jax.lax.scan(self._unit_fn(graphdef), x_nhwc, (stacked, keys, drop_rates))
     nnx.update(self.repeated, batch_stats)
     return y
 
@@ -291,6 +334,7 @@ class ResNet(nnx.Module):
     self.spec = spec
     self.stem = Stem(spec, in_channels, rngs=rngs)
     channels_in = (spec.width, *spec.stage_channels[:-1])
+    drop_rates = spec.drop_rates or (None,) * len(spec.units_per_stage)
     self.stages = nnx.List(
       [
         Stage(
@@ -301,18 +345,17 @@ class ResNet(nnx.Module):
           spec.unit,
           scan=spec.scan,
           remat=spec.remat,
+          drop_rates=rates,
           rngs=rngs,
         )  # fmt: skip
-        for i, (c_in, c_out, n) in enumerate(
-          zip(channels_in, spec.stage_channels, spec.units_per_stage, strict=True)
+        for i, (c_in, c_out, n, rates) in enumerate(
+          zip(channels_in, spec.stage_channels, spec.units_per_stage, drop_rates, strict=True)
         )
       ]
     )
     final_channels = spec.stage_channels[-1]
     preact = spec.unit.variant == 'preact'
-    self.final_norm = (
-      GroupBatchNorm(final_channels, group_size=spec.unit.bn_group_size) if preact else None
-    )
+    self.final_norm = spec.unit.batch_norm(final_channels) if preact else None
     # ReLU-only pre-activation ends with the extra ReLU He et al. 2016 put after the
     # last unit's addition (their appendix); full pre-activation with the BN-ReLU above.
     self.final_relu = spec.unit.variant == 'relu_preact'
@@ -320,7 +363,8 @@ class ResNet(nnx.Module):
 
   def stage_outputs(self, x_nhwc: jax.Array, key: jax.Array | None = None) -> list[jax.Array]:
     """The raw output of each stage. `key`: the randomness of training mode, used only by
-    a stochastic network (`spec.stochastic`), which needs one."""
+    a stochastic network (`spec.stochastic`: the dropout shortcut, stochastic depth), which
+    needs one."""
     if not self.spec.stochastic:
       key = None  # nothing samples: keep the key out of the computation
     y = self.stem(x_nhwc.astype(self.spec.unit.dtype))
