@@ -71,7 +71,7 @@ def get_config():
   model.shortcut = 'B'  # projection shortcuts where the shape changes
   model.zero_init_residual = False  # torchvision's default, left so by train.py
   model.bn_group_size = PER_GPU_BATCH  # BatchNorm statistics per GPU, no SyncBN
-  model.bn_unbiased_var = True  # PyTorch keeps the unbiased running variance
+  model.bn_unbiased_var = True  # PyTorch keeps the unbiased running variance (the default)
   model.drop_path_rate = 0.0
   model.dtype = 'bfloat16'
 

@@ -47,8 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   # probability in training, earlier units' linearly less (0 = off)
   model.drop_path_rate = 0.0
   # BatchNorm's running variance: the unbiased m/(m-1) estimate of the batch variance, as
-  # Ioffe & Szegedy and PyTorch keep for inference; False = the biased one (Flax's)
-  model.bn_unbiased_var = False
+  # Ioffe & Szegedy, Caffe and PyTorch keep for inference; False = the biased one (Flax's)
+  model.bn_unbiased_var = True
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic
