@@ -123,7 +123,53 @@ def test_the_window_table_gives_each_run_its_error_per_span_of_the_longest_run()
   assert table[3] == f'| 20 | {(30 * 30 + 20 * 10) / 50:.2f} | - |'  # (50, 100] not reached
   assert deep.mean_train_error(25, 75) == pytest.approx(30.0)
   short = report.RunResult('c', {}, True, [(2, 50.0), (3, 10.0)], [])
-  assert report.window_table([short], windows=10).splitlines()[2] == '| 50.00 | 50.00 | 10.00 |'
+  assert report.window_table([short], windows=10).splitlines()[2] == '| 50.00 | 10.00 |'
+
+
+def test_runs_that_logged_few_windows_get_as_many_spans_not_repeats():
+  once = report.RunResult('a', {}, True, [(60, 40.0)], [])  # 60 steps, log_every=100
+  assert report.window_spans([once]) == [(0, 60)]
+  twice = report.RunResult('b', {}, True, [(30, 50.0), (60, 30.0)], [])
+  assert report.window_spans([once, twice]) == [(0, 30), (30, 60)]
+  often = report.RunResult('c', {}, True, [(s, 10.0) for s in range(5, 105, 5)], [])
+  assert len(report.window_spans([often])) == report.WINDOWS
+
+
+def _seeded(seed, model, train, test, done=True, ema=()):
+  overrides = {'model.depth': model, 'seed': seed}
+  return report.RunResult(f'{model}-{seed}', overrides, done, [(10, train)], [(10, test)], ema)
+
+
+def test_the_spread_table_pools_the_seeds_of_each_point():
+  runs = [
+    _seeded('0', '20', 10.0, 25.0, ema=[(10, 20.0)]),
+    _seeded('1', '20', 12.0, 30.0, ema=[(10, 22.0)]),
+    _seeded('0', '56', 8.0, 20.0),
+    _seeded('1', '56', 9.0, 21.0, done=False),  # unfinished: left out of the mean
+  ]
+  header, _, first, second = report.spread_table(runs).splitlines()
+  assert header == '| model.depth | runs | train error % | test error % | EMA test error % |'
+  assert first == '| 20 | 2 of 2 done | 11.00 ± 1.41 (2) | 27.50 ± 3.54 (2) | 21.00 ± 1.41 (2) |'
+  assert second == '| 56 | 1 of 2 done | 8.00 (1) | 20.00 (1) | - |'
+  assert report.spread_table(runs[::2]) is None  # one run per point: nothing to pool
+
+
+def test_the_plot_draws_seeds_as_their_mean_and_a_band(tmp_path, monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots.plt, 'close', figures.append)
+  runs = [
+    report.RunResult('a', {'seed': '0'}, True, [(10, 40.0), (20, 30.0)], [(20, 32.0)]),
+    report.RunResult('b', {'seed': '1'}, True, [(10, 44.0), (20, 20.0)], [(20, 36.0)]),
+  ]
+  plots.plot_curves(runs, tmp_path / 'curves.png')
+  (figure,) = figures
+  (ax,) = figure.axes
+  train, test = ax.lines
+  assert list(train.get_ydata()) == [42.0, 25.0] and list(test.get_ydata()) == [34.0]
+  assert train.get_label() == '2 seeds (train)'
+  band = ax.collections[0].get_paths()[0].vertices[:, 1]
+  assert {20.0, 30.0, 40.0, 44.0} <= set(band)  # min and max of each step
+  plots.plt.close(figure)
 
 
 def _sweep_args(tmp_path, *extra) -> list[str]:

@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import os
 import platform
+import statistics
 
 import jax
 from etils import epath
@@ -28,8 +29,11 @@ ERRORS_NOTE = (
   f'{FINAL_FRACTION:.0%} of the steps, each logged window weighted by its steps. Test error: '
   'the last evaluation of the eval split (at the final step).'
 )
-# The second table splits the steps into this many spans, one training error each.
+# The window table splits the steps into this many spans, one training error each (fewer
+# where the runs logged fewer windows: a span then would only repeat its window's error).
 WINDOWS = 10
+# The grid key whose points are repeats of one experiment: the spread table pools them.
+SEED_KEY = 'seed'
 
 
 @dataclasses.dataclass
@@ -165,16 +169,23 @@ def shared_settings(results: list[RunResult]) -> dict[str, str]:
   return {k: v for k, v in first.items() if all(r.overrides.get(k) == v for r in results)}
 
 
+def window_spans(results: list[RunResult], windows: int = WINDOWS) -> list[tuple[int, int]]:
+  """`windows` equal spans of the longest run's steps, or as many as the most finely logged
+  run has logged windows, if fewer."""
+  steps = max((r.steps for r in results), default=0)
+  count = min(windows, max((len(r.train_curve) for r in results), default=0)) or windows
+  edges = (round(steps * i / count) for i in range(count + 1))
+  return [(a, b) for a, b in itertools.pairwise(edges) if a < b]  # fewer if steps < count
+
+
 def window_table(results: list[RunResult], windows: int = WINDOWS) -> str:
-  """Each run's training error in each of `windows` equal spans of the longest run's steps.
+  """Each run's training error in each span of `window_spans`.
 
   Where the grid asks whether one network passes another (He et al. 2015's Figure 6), this
   says in which span it does, without reading the curves; a span a run has not finished is '-'.
   The grid values all runs share are left out (the first table has them).
   """
-  steps = max((r.steps for r in results), default=0)
-  edges = (round(steps * i / windows) for i in range(windows + 1))
-  spans = [(a, b) for a, b in itertools.pairwise(edges) if a < b]  # fewer if steps < windows
+  spans = window_spans(results, windows)
   shared = shared_settings(results)
   keys = [k for k in results[0].overrides if k not in shared] if len(results) > 1 else list(shared)
   header = [*keys, *(f'{a}-{b}' for a, b in spans)]
@@ -182,6 +193,46 @@ def window_table(results: list[RunResult], windows: int = WINDOWS) -> str:
   for r in results:
     errors = (r.mean_train_error(a, b) for a, b in spans)
     cells = [*(r.overrides[k] for k in keys), *(_number(e, '.2f') for e in errors)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def seed_groups(results: list[RunResult]) -> list[list[RunResult]]:
+  """The runs grouped by their grid values other than SEED_KEY, in the grid's order."""
+  groups = {}
+  for r in results:
+    key = tuple((k, v) for k, v in r.overrides.items() if k != SEED_KEY)
+    groups.setdefault(key, []).append(r)
+  return list(groups.values())
+
+
+def mean_std(values: list[float]) -> str:
+  """'mean ± std (n)', the std the sample's (n - 1); one value is 'value (1)'."""
+  if not values:
+    return '-'
+  if len(values) == 1:
+    return f'{values[0]:.2f} (1)'
+  return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})'
+
+
+def spread_table(results: list[RunResult]) -> str | None:
+  """One row per group of `seed_groups`: each error's mean ± std over the group's finished
+  runs; None where no group has two runs."""
+  groups = seed_groups(results)
+  if all(len(g) < 2 for g in groups):
+    return None
+  keys = [k for k in results[0].overrides if k != SEED_KEY]
+  ema = any(r.ema_test_curve for r in results)
+  errors = {'train error %': 'train_error', 'test error %': 'test_error'}
+  if ema:
+    errors['EMA test error %'] = 'ema_test_error'
+  header = [*keys, 'runs', *errors]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for group in groups:
+    done = [r for r in group if r.done]
+    cells = [*(group[0].overrides[k] for k in keys), f'{len(done)} of {len(group)} done']
+    for attribute in errors.values():
+      cells.append(mean_std([v for r in done if (v := getattr(r, attribute)) is not None]))
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

@@ -92,6 +92,13 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
   png = out_path.with_suffix('.png')
   plots.plot_curves(results, png, panel_by=panel_by, title=f'sweep {root.name}')
   total = sum(r.wall_seconds or 0.0 for r in results)
+  spread = report.spread_table(results)
+  spans = len(report.window_spans(results))
+  fewer = (
+    f' (the runs logged {spans} windows: train.log_every sets how many)'
+    if spans < report.WINDOWS
+    else ''
+  )
   text = '\n'.join(
     [
       f'# Sweep {root.name}',
@@ -108,9 +115,20 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
       '',
       report.markdown_table(results),
       '',
+      *(
+        [
+          f'Mean ± standard deviation over the points that differ only in {report.SEED_KEY} '
+          '(the sample standard deviation, n - 1; finished runs only):',
+          '',
+          spread,
+          '',
+        ]
+        if spread
+        else []
+      ),
       report.ERRORS_NOTE,
       '',
-      f'Training error % in {report.WINDOWS} equal spans of the steps (averaged as above):',
+      f'Training error % in {spans} equal spans of the steps{fewer} (averaged as above):',
       '',
       report.window_table(results),
       '',
