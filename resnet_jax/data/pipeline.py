@@ -16,7 +16,8 @@ Padding repeats the last example with mask False.
 import jax
 import numpy as np
 
-from resnet_jax.data import augment, preprocess, sources
+from resnet_jax.data import augment, preprocess, sources, splits
+from resnet_jax.data.normalization import NORMALIZATIONS, Normalization, normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError, RunError
 
@@ -29,7 +30,7 @@ def check_config(data_config) -> None:
   for field, allowed in (
     ('preprocess', PREPROCESS),
     ('train_crop', preprocess.TRAIN_CROPS),
-    ('normalize', preprocess.NORMALIZATIONS),
+    ('normalize', NORMALIZATIONS),
     ('augment', augment.AUGMENTS),
   ):
     if data_config[field] not in allowed:
@@ -120,10 +121,10 @@ def _normalization(data_config, split: sources.Split, image_size: int):
   train = sources.open_split(data_config, data_config.train_split)
   if train.images is None:
     return preprocess.imagenet_normalization(split.num_channels)
-  norm = preprocess.normalization_from_images(train.images, data_config.normalize)
+  norm = normalization_from_images(train.images, data_config.normalize)
   if norm.mean.ndim == 3 and norm.mean.shape[0] != image_size:
     mean = tf.image.resize(norm.mean, [image_size, image_size]).numpy()
-    norm = preprocess.Normalization(mean, norm.std)
+    norm = Normalization(mean, norm.std)
   return norm
 
 
@@ -233,15 +234,6 @@ def create_train_iterator(
   return _iterate(ds, split, indices_of_step, start_step)
 
 
-def eval_indices(num_examples, global_batch_size, process_index, process_count):
-  """[num_batches, local_batch] example indices of this process and their mask."""
-  local_batch = global_batch_size // process_count
-  num_batches = -(-num_examples // global_batch_size)
-  rows = np.arange(num_batches)[:, None] * global_batch_size
-  positions = rows + process_index * local_batch + np.arange(local_batch)[None, :]
-  return np.minimum(positions, num_examples - 1), positions < num_examples
-
-
 def create_eval_iterator(
   data_config,
   *,
@@ -273,7 +265,9 @@ def create_eval_iterator(
     kwargs.update(padding=data_config.crop_padding)
     transform = preprocess.cifar_eval
   out_dtype = _tf_dtype(dtype)
-  indices, mask = eval_indices(source.num_examples, global_batch_size, process_index, process_count)
+  indices, mask = splits.eval_indices(
+    source.num_examples, global_batch_size, process_index, process_count
+  )
 
   def example(index, valid):
     raw, label = source.read(index)

@@ -19,15 +19,16 @@ Families:
             mean/std. Used for CIFAR, MNIST and Fashion-MNIST alike.
 """
 
-import dataclasses
-
 import numpy as np
 
 from resnet_jax.data import augment
+from resnet_jax.data.normalization import Normalization
+
+# Still importable from here, where it was (tests/test_data_preprocess.py).
+from resnet_jax.data.normalization import normalization_from_images as normalization_from_images
 from resnet_jax.data.tf_setup import tf
 
 TRAIN_CROPS = ('scale', 'inception')  # data.train_crop, the imagenet family's
-NORMALIZATIONS = ('pixel_mean', 'channel')  # data.normalize, the cifar family's
 AUGMENT_STREAM, ERASE_STREAM = 1, 2  # stateless_fold_in keys of the example seed
 # libjpeg's accurate integer IDCT, PIL's default: evaluation decodes JPEGs to exactly
 # torchvision's pixels, at the speed of TF's default (INTEGER_FAST, kept for training).
@@ -42,43 +43,10 @@ PCA_EIGVEC = np.array(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Normalization:
-  """x -> (x - mean) / std on the 0-255 scale; mean is [C] or a per-pixel [H, W, C]."""
-
-  mean: np.ndarray
-  std: np.ndarray
-
-
 def imagenet_normalization(channels: int) -> Normalization:
   if channels == 3:
     return Normalization(IMAGENET_MEAN, IMAGENET_STD)
   return Normalization(IMAGENET_MEAN.mean(keepdims=True), IMAGENET_STD.mean(keepdims=True))
-
-
-def normalization_from_images(images: np.ndarray, mode: str) -> Normalization:
-  """Statistics of a decoded uint8 [N, H, W, C] train split.
-
-  pixel_mean: subtract the mean image (He et al.), divide by one global std.
-  channel: per-channel mean and std.
-  """
-  channels = images.shape[-1]
-  if mode == 'pixel_mean':
-    mean = images.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = np.full([channels], _histogram_moments(images.ravel())[1], np.float32)
-  else:  # channel
-    pixels = images.reshape(-1, channels)
-    moments = [_histogram_moments(np.ascontiguousarray(pixels[:, c])) for c in range(channels)]
-    mean, std = (np.array(m, np.float32) for m in zip(*moments, strict=True))
-  return Normalization(mean, np.maximum(std, 1e-3))
-
-
-def _histogram_moments(values: np.ndarray) -> tuple[float, float]:
-  """Mean and std of uint8 values from their histogram: exact, without a float copy."""
-  counts = np.bincount(values, minlength=256).astype(np.float64)
-  levels = np.arange(256, dtype=np.float64)
-  mean = (counts @ levels) / counts.sum()
-  return mean, np.sqrt((counts @ (levels - mean) ** 2) / counts.sum())
 
 
 def normalize(image, norm: Normalization):
@@ -86,7 +54,7 @@ def normalize(image, norm: Normalization):
   TF's CPU kernels broadcasting a [C] vector over the last axis cost ~1/3 of the whole
   ImageNet train pipeline; same-shape elementwise ops are nearly free."""
   image = tf.cast(image, tf.float32)
-  scale, offset = 1 / norm.std, -norm.mean / norm.std
+  scale, offset = norm.scale_offset()
   hwc = image.shape[-3:]
   if hwc.is_fully_defined():
     scale = np.broadcast_to(scale, hwc).astype(np.float32)

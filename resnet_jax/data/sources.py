@@ -14,22 +14,19 @@ ones (ImageNet) are read by index from TFDS's array_record files, which is how
 """
 
 import dataclasses
-import difflib
 import functools
 import os
-import types
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from resnet_jax.data import splits
+from resnet_jax.data.splits import FOLDER_PREFIX, MAX_IN_MEMORY_BYTES, SYNTHETIC
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError
 
-MAX_IN_MEMORY_BYTES = 4 << 30
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-FOLDER_PREFIX = 'image_folder:'
-SYNTHETIC = 'synthetic'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,21 +87,6 @@ def find_unreadable(split: Split, indices) -> str | None:
   return None
 
 
-def _slices(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-  """Resolves a TFDS split string against split sizes into (name, start, stop) slices."""
-  infos = {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-  except (ValueError, KeyError, AssertionError):
-    raise ConfigError(
-      f'unknown or malformed split {split!r}: the splits are {sorted(sizes)}, '
-      "sliced like 'train[:45000]' or 'train[90%:]'"
-    ) from None
-  return [
-    (i.splitname, i.from_ or 0, sizes[i.splitname] if i.to is None else i.to) for i in instructions
-  ]
-
-
 # ------------------------------------------------------------------------------ synthetic
 
 _SYNTHETIC_SIZES = {
@@ -122,7 +104,7 @@ def _synthetic_split(split: str, image_size: int) -> Split:
   large = image_size >= 64
   num_classes = 1000 if large else 10
   sizes = _SYNTHETIC_SIZES['large' if large else 'small']
-  slices = _slices(split, sizes)
+  slices = splits.slices(split, sizes)
   num_examples = sum(stop - start for _, start, stop in slices)
   salt = sum(ord(c) for c in split)
 
@@ -173,7 +155,7 @@ def _folder_split(path: str, split: str) -> Split:
     ]
   examples = [
     ex
-    for name, start, stop in _slices(split, {k: len(v) for k, v in files.items()})
+    for name, start, stop in splits.slices(split, {k: len(v) for k, v in files.items()})
     for ex in files[name][start:stop]
   ]
   if not examples:
@@ -202,31 +184,17 @@ def _folder_split(path: str, split: str) -> Split:
 
 
 def _tfds_split(name: str, split: str, data_dir: str | None) -> Split:
-  builder = tfds_builder(name, data_dir)
-  keys = builder.info.supervised_keys or ('image', 'label')
-  image_feature = builder.info.features[keys[0]]
-  num_classes = builder.info.features[keys[1]].num_classes
-  num_channels = image_feature.shape[-1] or 3
-  fixed_shape = all(d is not None for d in image_feature.shape)
+  meta = splits.prepared(name, split, data_dir)
+  builder, keys = meta.builder, meta.keys
+  num_channels = meta.image_feature.shape[-1] or 3
   describe = lambda i: f'example {i} of {name} split {split!r}'
-  jpeg_only = getattr(image_feature, 'encoding_format', None) == 'jpeg'
+  jpeg_only = getattr(meta.image_feature, 'encoding_format', None) == 'jpeg'
 
-  if not builder.info.splits:
-    raise _not_prepared(builder, data_dir)
-  infos = builder.info.splits
-  slices = _slices(split, {k: v.num_examples for k, v in infos.items()})
-  if fixed_shape:  # Held decoded.
-    num_bytes = sum(stop - start for _, start, stop in slices) * np.prod(image_feature.shape)
-  else:
-    num_bytes = sum(
-      infos[k].num_bytes * (stop - start) // max(infos[k].num_examples, 1)
-      for k, start, stop in slices
-    )
-  if num_bytes > MAX_IN_MEMORY_BYTES:
+  if meta.memory_bytes > MAX_IN_MEMORY_BYTES:
     source = _data_source(builder, split, keys)
     return Split(
       len(source),
-      num_classes,
+      meta.num_classes,
       num_channels,
       True,
       _data_source_reader(source, keys),
@@ -234,6 +202,7 @@ def _tfds_split(name: str, split: str, data_dir: str | None) -> Split:
       jpeg_only=jpeg_only,
     )
 
+  fixed_shape = meta.fixed_shape
   images, labels = _load_cached(
     str(builder.data_dir), name, data_dir, split, keys, fixed_shape, num_channels
   )
@@ -242,34 +211,13 @@ def _tfds_split(name: str, split: str, data_dir: str | None) -> Split:
   read = lambda index: (tf.gather(images_t, index), tf.gather(labels_t, index))
   return Split(
     len(labels),
-    num_classes,
+    meta.num_classes,
     num_channels,
     not fixed_shape,
     read,
     describe,
     images if fixed_shape else None,
     jpeg_only,
-  )
-
-
-def tfds_builder(name: str, data_dir: str | None, **kwargs):
-  try:
-    return tfds.builder(name, data_dir=data_dir, **kwargs)
-  except tfds.core.registered.DatasetNotFoundError:
-    known = list(tfds.list_builders()) + [SYNTHETIC, FOLDER_PREFIX]
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f'; did you mean {" or ".join(close)}?' if close else ''
-    raise ConfigError(
-      f'unknown dataset {name!r}{hint} (a TFDS name, {FOLDER_PREFIX}<path> or {SYNTHETIC})'
-    ) from None
-
-
-def _not_prepared(builder, data_dir: str | None) -> ConfigError:
-  command = f'python -m resnet_jax.data.prepare {builder.name}'
-  if data_dir:
-    command += f' --data_dir {data_dir}'
-  return ConfigError(
-    f'dataset {builder.name!r} is not prepared in {builder.data_dir}; run: {command}'
   )
 
 
@@ -284,12 +232,7 @@ def _load_cached(prepared_dir, name, data_dir, split, keys, decode, channels):
   builder = tfds.builder(name, data_dir=data_dir)
   image_key, label_key = keys
   if builder.info.file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
-    source = _data_source(builder, split, keys)
-    examples = [
-      ex
-      for start in range(0, len(source), 4096)
-      for ex in source.__getitems__(range(start, min(start + 4096, len(source))))
-    ]
+    examples = splits.read_all(_data_source(builder, split, keys))
     ds = tf.data.Dataset.from_tensor_slices(
       (
         tf.constant(np.array([ex[image_key] for ex in examples], dtype=object), tf.string),
