@@ -5,15 +5,23 @@
   evals = data.create_eval_iterator(config.data, global_batch_size=..., crops=1)
 
 See docs/data.md for the sources, preprocessing and the determinism/resume contract.
+These names import TensorFlow (tf.data) on first use, not with the package, so that
+`from resnet_jax.data import device_data` (data.pipeline='device') stays without it.
 """
 
-from resnet_jax.data.pipeline import check_config, create_eval_iterator, create_train_iterator
-from resnet_jax.data.sources import DatasetInfo, get_dataset_info
+import importlib
 
-__all__ = [
-  'DatasetInfo',
-  'check_config',
-  'create_eval_iterator',
-  'create_train_iterator',
-  'get_dataset_info',
-]
+_MODULES = {
+  'DatasetInfo': 'sources',
+  'check_config': 'pipeline',
+  'create_eval_iterator': 'pipeline',
+  'create_train_iterator': 'pipeline',
+  'get_dataset_info': 'sources',
+}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+  if name not in _MODULES:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  return getattr(importlib.import_module(f'{__name__}.{_MODULES[name]}'), name)

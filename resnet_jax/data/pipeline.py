@@ -16,7 +16,7 @@ Padding repeats the last example with mask False.
 import jax
 import numpy as np
 
-from resnet_jax.data import augment, preprocess, sources, splits
+from resnet_jax.data import augment, device_data, preprocess, sources, splits
 from resnet_jax.data.normalization import NORMALIZATIONS, Normalization, normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError, RunError
@@ -28,6 +28,7 @@ def check_config(data_config) -> None:
   """A ConfigError for the first `config.data` value that cannot work, without opening the
   dataset (its name and splits are checked when it is opened)."""
   for field, allowed in (
+    ('pipeline', device_data.PIPELINES),
     ('preprocess', PREPROCESS),
     ('train_crop', preprocess.TRAIN_CROPS),
     ('normalize', NORMALIZATIONS),
@@ -60,6 +61,8 @@ def check_config(data_config) -> None:
       f'data.eval_resize={data_config.eval_resize}: expected 0 or at least the evaluation '
       f'size {eval_size} (data.eval_image_size, else data.image_size)'
     )
+  if data_config.pipeline == 'device':
+    device_data.check_config(data_config)
 
 
 def _check_int(data_config, field: str, low: int, high: int | None) -> None:
