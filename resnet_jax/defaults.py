@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'  # TFDS name, image_folder:<path>, or synthetic
+  # tfdata: tf.data on the host feeds each step | device: a small train split (CIFAR, MNIST,
+  # Fashion-MNIST, ...) held as uint8 in accelerator memory, each step's batch gathered and
+  # augmented inside the jitted step (cifar family only)
+  data.pipeline = 'tfdata'
   data.train_split = 'train'  # TFDS split string, e.g. train[:45000]
   data.eval_split = 'test'  # TFDS split string, e.g. train[45000:]
   data.image_size = 32  # input resolution (square)

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from resnet_jax import checkpoint, data, experiment, metrics, parallel, train_state
+from resnet_jax import checkpoint, experiment, inputs, metrics, parallel, train_state
 from resnet_jax.errors import ConfigError
 
 
@@ -32,14 +32,11 @@ def evaluate_split(
 ) -> dict:
   """{'loss', 'top1', 'top5', 'num_examples'} over every example of the split (default eval)."""
   accumulator = metrics.EvalAccumulator()
-  for batch in data.create_eval_iterator(
-    config.data,
-    global_batch_size=eval_batch_size(config),
-    split=split,
-    crops=crops,
-    dtype=config.model.dtype,
-  ):
-    accumulator.add(eval_step(params, batch_stats, parallel.shard_batch(batch, mesh)))
+  batches = inputs.eval_batches(
+    config, mesh, batch_size=eval_batch_size(config), split=split, crops=crops
+  )
+  for batch in batches:
+    accumulator.add(eval_step(params, batch_stats, batch))
   return accumulator.result()
 
 

@@ -150,8 +150,9 @@ def _graphdef(config, start: Start, mesh, conv1x1: str) -> nnx.GraphDef:
   return nnx.graphdef(abstract)
 
 
-def train_step(config: ml_collections.ConfigDict, start: Start, mesh):
-  """The train step of `config`, compiled as config.train.cpu_options says (autotune.py)."""
+def train_step(config: ml_collections.ConfigDict, start: Start, mesh, batch_from=None):
+  """The train step of `config`, compiled as config.train.cpu_options says (autotune.py);
+  `batch_from` as make_train_step's."""
 
   def make(graphdef, compiler_options):
     return make_train_step(
@@ -161,6 +162,7 @@ def train_step(config: ml_collections.ConfigDict, start: Start, mesh):
       mesh,
       StepOptions.from_config(config, start.steps_per_epoch),
       compiler_options=compiler_options,
+      batch_from=batch_from,
     )
 
   return _tuned(config, start, mesh, 'train', make)
@@ -229,10 +231,14 @@ def make_train_step(
   options: StepOptions = StepOptions(),
   *,
   compiler_options: dict[str, str] | None = None,
+  batch_from=None,
 ):
   """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
 
-  `compiler_options` are XLA's (`train_step` chooses them). metrics['nonfinite'] is 1
+  `batch_from(inputs, step)`, where given, makes the batch inside the step from replicated
+  `inputs` and the state's step (data.pipeline='device': the split held on the devices), and
+  the step is jit(state, inputs). `compiler_options` are XLA's (`train_step` chooses them).
+  metrics['nonfinite'] is 1
   where the loss or the gradient is NaN or infinite; with `options.skip_nonfinite` such a
   step then keeps the previous parameters, BN statistics, EMA and optimizer state (its
   batch is still consumed: the step counts). A mixed batch (mixup/CutMix) has no one label
@@ -240,7 +246,10 @@ def make_train_step(
   """
   num_micro = options.grad_accum_steps
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, inputs):
+    batch = inputs
+    if batch_from is not None:
+      batch = jax.lax.with_sharding_constraint(batch_from(inputs, state.step), batch_sharding)
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     images, labels = batch['image'], batch['label']
     targets_bk = metrics.targets(labels, _num_classes(state.params), options.label_smoothing)
@@ -288,9 +297,10 @@ def make_train_step(
     return new_state, step_metrics
 
   replicated = parallel.replicated_sharding(mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
   return jax.jit(
     train_step,
-    in_shardings=(replicated, parallel.batch_sharding(mesh)),
+    in_shardings=(replicated, batch_sharding if batch_from is None else replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
     compiler_options=compiler_options,

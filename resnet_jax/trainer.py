@@ -11,9 +11,9 @@ from etils import epath
 
 from resnet_jax import (
   checkpoint,
-  data,
   evaluator,
   experiment,
+  inputs,
   metrics,
   parallel,
   preemption,
@@ -59,24 +59,18 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
     state = experiment.setup(config, mesh).state
   start, total = int(state.step), prepared.total_steps
 
-  train_step = train_state.train_step(config, prepared, mesh)
+  train_inputs = inputs.train_inputs(config, mesh, start_step=start)
+  train_step = train_state.train_step(config, prepared, mesh, train_inputs.batch_from)
   eval_step = train_state.eval_step(config, prepared, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   progress = metrics.Progress(total, config.train.batch_size)
-  train_iter = data.create_train_iterator(
-    config.data,
-    global_batch_size=config.train.batch_size,
-    seed=config.seed,
-    start_step=start,
-    dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
-  )
   _print(
     f'training {total} steps ({prepared.steps_per_epoch} per epoch) on {mesh.devices.size} '
     f'device(s), from step {start}'
   )
   pending, unchecked, eval_result, stop = [], [], None, False
   for step in range(start + 1, total + 1):
-    state, step_metrics = train_step(state, parallel.shard_batch(next(train_iter), mesh))
+    state, step_metrics = train_step(state, next(train_inputs.stream))
     if unchecked:
       # At most this step and the one before in flight: left alone, the host runs up to
       # `log_every` steps ahead of the device, and a notice stops the run only once those

@@ -1,0 +1,99 @@
+"""What the steps read, as data.pipeline says: batches that tf.data makes on the host
+('tfdata'), or a small split held on the devices, batched inside the steps ('device').
+
+  train = inputs.train_inputs(config, mesh, start_step=k)
+  step = train_state.train_step(config, start, mesh, batch_from=train.batch_from)
+  state, step_metrics = step(state, next(train.stream))
+  for batch in inputs.eval_batches(config, mesh): ...
+
+Either way the batch of step s is a pure function of (seed, s), so a run resumes from its
+step alone.
+"""
+
+import dataclasses
+import functools
+import itertools
+import json
+from collections.abc import Callable, Iterator
+
+import ml_collections
+
+from resnet_jax import parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainInputs:
+  """What each train step takes besides the state (`stream`), and how the step makes its
+  batch of it (`batch_from(inputs, step)`; None: the inputs are the batch)."""
+
+  stream: Iterator
+  batch_from: Callable | None = None
+
+
+def train_inputs(config: ml_collections.ConfigDict, mesh, *, start_step: int) -> TrainInputs:
+  """The train inputs of `config` from step `start_step` on."""
+  if config.data.pipeline == 'device':
+    held = _held(_key(config.data), config.data.train_split, config.model.dtype, mesh)
+    seed, batch_size = config.seed, config.train.batch_size
+    batch_from = lambda arrays, step: held.preprocessing.train_batch(
+      *arrays, step, seed=seed, batch_size=batch_size
+    )
+    return TrainInputs(itertools.repeat(held.arrays), batch_from)
+  from resnet_jax import data  # Here: TensorFlow loads only for the tf.data pipeline.
+
+  batches = data.create_train_iterator(
+    config.data,
+    global_batch_size=config.train.batch_size,
+    seed=config.seed,
+    start_step=start_step,
+    dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
+  )
+  return TrainInputs(parallel.shard_batch(batch, mesh) for batch in batches)
+
+
+def eval_batches(
+  config: ml_collections.ConfigDict, mesh, *, batch_size: int, split: str | None = None, crops=1
+) -> Iterator[dict]:
+  """Global batches of {'image', 'label', 'mask'}, sharded over the mesh: every example of
+  the split (default data.eval_split) once, padding rows masked."""
+  split = split or config.data.eval_split
+  if config.data.pipeline == 'device':
+    from resnet_jax.data import device_data
+
+    held = _held(_key(config.data), split, config.model.dtype, mesh)
+    yield from device_data.eval_batches(
+      held.preprocessing,
+      *held.arrays,
+      batch_size=batch_size,
+      crops=crops,
+      sharding=parallel.batch_sharding(mesh),
+    )
+    return
+  from resnet_jax import data
+
+  for batch in data.create_eval_iterator(
+    config.data, global_batch_size=batch_size, split=split, crops=crops, dtype=config.model.dtype
+  ):
+    yield parallel.shard_batch(batch, mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+  arrays: tuple  # (uint8 images [N, H, W, C], int32 labels [N]), replicated over the mesh
+  preprocessing: object  # device_data.Preprocessing, normalized by the train split
+
+
+def _key(data_config: ml_collections.ConfigDict) -> str:
+  return json.dumps(data_config.to_dict(), sort_keys=True, default=list)
+
+
+@functools.lru_cache(maxsize=4)
+def _held(data_json: str, split: str, dtype: str, mesh) -> _Held:
+  """A split on the devices, read once per process (train and every eval reuse it)."""
+  from resnet_jax.data import device_data
+
+  data_config = ml_collections.ConfigDict(json.loads(data_json))
+  train = device_data.load_split(data_config, data_config.train_split)
+  held = train if split == data_config.train_split else device_data.load_split(data_config, split)
+  preprocessing = device_data.Preprocessing.from_config(data_config, train, dtype=dtype)
+  return _Held(parallel.replicate((held.images, held.labels), mesh), preprocessing)
