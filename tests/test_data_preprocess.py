@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from resnet_jax.data import augment, preprocess
+from resnet_jax.data.normalization import normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from tests.data_fixtures import jpeg_bytes
 
@@ -115,7 +116,7 @@ def test_ten_crop_corners_center_and_flips():
 @pytest.mark.parametrize('mode', ['pixel_mean', 'channel'])
 def test_normalization_statistics(mode):
   images = np.random.default_rng(2).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8)
-  norm = preprocess.normalization_from_images(images, mode)
+  norm = normalization_from_images(images, mode)
   out = preprocess.normalize(tf.constant(images), norm).numpy()
   axes = (0,) if mode == 'pixel_mean' else (0, 1, 2)
   np.testing.assert_allclose(out.mean(axis=axes), 0, atol=1e-4)

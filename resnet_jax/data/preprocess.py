@@ -23,9 +23,6 @@ import numpy as np
 
 from resnet_jax.data import augment
 from resnet_jax.data.normalization import Normalization
-
-# Still importable from here, where it was (tests/test_data_preprocess.py).
-from resnet_jax.data.normalization import normalization_from_images as normalization_from_images
 from resnet_jax.data.tf_setup import tf
 
 TRAIN_CROPS = ('scale', 'inception')  # data.train_crop, the imagenet family's
