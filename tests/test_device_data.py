@@ -7,6 +7,7 @@ import os
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,6 +21,8 @@ from tests.data_fixtures import data_config, mock_prepared, tiny_tfds_dataset
 
 # Chi-square with 49 degrees of freedom (50 equally likely crops and flips): P(> 85.35) = 0.001.
 CHI2_49_P001 = 85.35
+# With 81 (a 10x10 table of independent counts, margins fixed): P(> 126.08) = 0.001.
+CHI2_81_P001 = 126.08
 
 
 @pytest.fixture(scope='module')
@@ -244,6 +247,40 @@ def test_each_epoch_visits_every_example_once(batch_size):
   for epoch in epochs:
     assert sorted(epoch) == list(range(30))
   assert len({tuple(epoch) for epoch in epochs}) == 4
+
+
+def _shuffled(keys, *nums: int) -> list[np.ndarray]:
+  """For each of `nums`, [len(keys), num]: index_shuffle of every index of [0, num) under
+  each key, vmapped over (index, key) pairs as _example_indices calls it, all in one program
+  (compiling is most of the time)."""
+
+  def shuffled(keys):
+    shuffle = jax.vmap(device_data.index_shuffle, (0, 0, None))
+    indices = lambda num: jnp.tile(jnp.arange(num), len(keys))
+    return [shuffle(indices(num), jnp.repeat(keys, num), num).reshape(-1, num) for num in nums]
+
+  return [np.asarray(permutations) for permutations in jax.jit(shuffled)(keys)]
+
+
+def test_index_shuffle_is_a_permutation_drawn_from_the_key():
+  nums = (1, 2, 3, 7, 1000, 60_000)
+  permutations = _shuffled(jax.random.split(jax.random.key(0)), *nums)
+  for num, (a, b) in zip(nums, permutations, strict=True):
+    for permutation in (a, b):
+      np.testing.assert_array_equal(np.sort(permutation), np.arange(num))
+    assert num < 7 or not np.array_equal(a, b)
+
+
+def test_index_shuffle_is_as_random_as_a_uniform_permutation():
+  """2000 permutations of 10: each index sends its example to each place equally often, and
+  consecutive indices hold consecutive examples as often as in a uniform permutation (1/10).
+  Both fail with 4 Feistel rounds, not 8: a network over halves of 2 bits mixes slowly."""
+  (permutations,) = _shuffled(jax.random.split(jax.random.key(0), 2000), 10)
+  assert len({p.tobytes() for p in permutations}) > 1990  # of 10! = 3.6M
+  counts = np.stack([np.bincount(column, minlength=10) for column in permutations.T])
+  assert ((counts - 200) ** 2 / 200).sum() < CHI2_81_P001
+  successors = (permutations[:, 1:] == permutations[:, :-1] + 1).mean()
+  assert abs(successors - 0.1) < 0.009  # 4 standard deviations of the mean of 18,000 pairs
 
 
 def _outcomes(image, scale, offset, padding):
