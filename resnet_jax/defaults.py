@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
   # | xla (XLA's default) | ynn-off | ynn:<YNNPACK fusion kinds>, e.g. ynn:dot,reduce
   train.cpu_options = 'autotune'
   train.grad_accum_steps = 1  # micro-batches of batch_size / k per update (same BN groups)
+  # runs trained at once by one vmapped step (seeds seed, seed + 1, ...: own initialization,
+  # data order, augmentation); metrics per seed and their mean, one checkpoint of all
+  train.num_seeds = 1
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'sgd'  # sgd | lars | adamw | lamb

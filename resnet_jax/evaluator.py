@@ -30,14 +30,20 @@ def evaluate_split(
   split: str | None = None,
   crops: int = 1,
 ) -> dict:
-  """{'loss', 'top1', 'top5', 'num_examples'} over every example of the split (default eval)."""
+  """{'loss', 'top1', 'top5', 'num_examples'} over every example of the split (default eval);
+  of a run of several seeds (train.num_seeds), their means, with metrics.by_seed's
+  '<name>_std' and 'seed<s>/<name>' beside them."""
   accumulator = metrics.EvalAccumulator()
   batches = inputs.eval_batches(
     config, mesh, batch_size=eval_batch_size(config), split=split, crops=crops
   )
   for batch in batches:
     accumulator.add(eval_step(params, batch_stats, batch))
-  return accumulator.result()
+  result = accumulator.result()
+  if config.train.num_seeds == 1:
+    return result
+  examples = result.pop('num_examples')
+  return {**metrics.by_seed(result, train_state.seeds(config)), 'num_examples': examples}
 
 
 def evaluate_state(eval_step, state, config: ml_collections.ConfigDict, mesh) -> dict:
@@ -101,7 +107,7 @@ def evaluate(
   ckpt.require(step)  # before set-up reads the dataset's description
   mesh = parallel.create_mesh()
   setup = experiment.setup(config, mesh, pretrained_weights=False)  # the checkpoint has them
-  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config.model, step)
+  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config, step)
   ckpt.close()
   eval_step = train_state.eval_step(config, setup, mesh)
   split = split or config.data.eval_split

@@ -69,6 +69,10 @@ def _check_train(train: ml_collections.ConfigDict) -> None:
     )
   if train.batch_size < 1:
     raise ConfigError(f'train.batch_size={train.batch_size}: expected >= 1')
+  if not isinstance(train.num_seeds, int) or train.num_seeds < 1:
+    raise ConfigError(
+      f'train.num_seeds={train.num_seeds!r}: expected a positive integer (1 = one run)'
+    )
   if not isinstance(train.grad_accum_steps, int) or train.grad_accum_steps < 1:
     raise ConfigError(
       f'train.grad_accum_steps={train.grad_accum_steps!r}: expected a positive integer (1 = off)'
@@ -105,12 +109,20 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
   return Setup(**fields, info=info)
 
 
-def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, model_config, step=None):
-  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState.
+def restore_checkpoint(ckpt: checkpoint.Checkpointer, state, config, step=None):
+  """(state, meta) of a checkpoint, in the layout and shardings of `state`, a fresh TrainState
+  of `config`.
 
-  Checkpoints hold one entry per unit (`layout.to_per_unit`), whatever `model.scan`
+  Checkpoints hold one entry per unit (`checkpoint_layout`), whatever `model.scan`
   was, so runs resume and evaluate with it on or off.
   """
-  restored, meta = ckpt.restore(layout.to_per_unit(state), step)
-  restored = layout.to_stacked(restored, model_config)
+  restored, meta = ckpt.restore(checkpoint_layout(state, config), step)
+  stacked = lambda tree: layout.to_stacked(tree, config.model)
+  restored = train_state.map_seeds(stacked, restored, config.train.num_seeds)
   return jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, state), meta
+
+
+def checkpoint_layout(state: train_state.TrainState, config) -> train_state.TrainState:
+  """The state as checkpoints hold it: one entry per unit (`layout.to_per_unit`), of each
+  seed where the run trains several (train.num_seeds)."""
+  return train_state.map_seeds(layout.to_per_unit, state, config.train.num_seeds)

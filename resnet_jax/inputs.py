@@ -16,9 +16,12 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from resnet_jax import parallel
+from resnet_jax import parallel, train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,24 +34,38 @@ class TrainInputs:
 
 
 def train_inputs(config: ml_collections.ConfigDict, mesh, *, start_step: int) -> TrainInputs:
-  """The train inputs of `config` from step `start_step` on."""
+  """The train inputs of `config` from step `start_step` on: with train.num_seeds > 1, each
+  seed's batches (its own order and augmentation) stacked on a leading axis."""
+  seeds = train_state.seeds(config)
+  batch_size = config.train.batch_size
   if config.data.pipeline == 'device':
     held = _held(_key(config.data), config.data.train_split, config.model.dtype, mesh)
-    seed, batch_size = config.seed, config.train.batch_size
-    batch_from = lambda arrays, step: held.preprocessing.train_batch(
+    batch = lambda arrays, step, seed: held.preprocessing.train_batch(
       *arrays, step, seed=seed, batch_size=batch_size
     )
+    if len(seeds) == 1:
+      batch_from = lambda arrays, step: batch(arrays, step, seeds[0])
+    else:
+      batch_from = lambda arrays, step: jax.vmap(lambda seed: batch(arrays, step, seed))(
+        jnp.asarray(seeds)
+      )
     return TrainInputs(itertools.repeat(held.arrays), batch_from)
   from resnet_jax import data  # Here: TensorFlow loads only for the tf.data pipeline.
 
-  batches = data.create_train_iterator(
-    config.data,
-    global_batch_size=config.train.batch_size,
-    seed=config.seed,
-    start_step=start_step,
-    dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
-  )
-  return TrainInputs(parallel.shard_batch(batch, mesh) for batch in batches)
+  iterators = [
+    data.create_train_iterator(
+      config.data,
+      global_batch_size=batch_size,
+      seed=seed,
+      start_step=start_step,
+      dtype=config.model.dtype,  # bfloat16 inputs halve the host-to-device traffic
+    )
+    for seed in seeds
+  ]
+  if len(seeds) == 1:
+    return TrainInputs(parallel.shard_batch(batch, mesh) for batch in iterators[0])
+  stacked = (jax.tree.map(lambda *xs: np.stack(xs), *b) for b in zip(*iterators, strict=True))
+  return TrainInputs(parallel.shard_batch(batches, mesh, seeds=True) for batches in stacked)
 
 
 def eval_batches(

@@ -11,6 +11,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from etils import epath
 
@@ -78,21 +79,36 @@ class EvalAccumulator:
     self._sums = None
 
   def add(self, sums: dict):
-    sums = jax.device_get(sums)
+    sums = {k: np.asarray(v, np.float64) for k, v in jax.device_get(sums).items()}
     if self._sums is None:
-      self._sums = {k: float(v) for k, v in sums.items()}
+      self._sums = sums
     else:
       for k, v in sums.items():
-        self._sums[k] += float(v)
+        self._sums[k] = self._sums[k] + v
 
   def result(self) -> dict:
-    """{'loss', 'top1', 'top5' (fractions), 'num_examples' (int)}."""
-    if not self._sums or not self._sums['num_examples']:
+    """{'loss', 'top1', 'top5' (fractions), 'num_examples' (int)}; of several seeds (sums
+    with a leading seed axis), each a [seeds] array."""
+    if not self._sums or not np.all(self._sums['num_examples']):
       raise ValueError('no examples were evaluated')
     n = self._sums['num_examples']
     out = {k: v / n for k, v in self._sums.items() if k != 'num_examples'}
-    out['num_examples'] = int(round(n))
+    out = {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
+    out['num_examples'] = int(round(float(np.max(n))))
     return out
+
+
+def by_seed(values: dict, seeds: list[int]) -> dict:
+  """Metrics of several seeds trained at once (each value [seeds]) as their mean under the
+  metric's name, their sample standard deviation (n - 1) as '<name>_std', and each seed's
+  as 'seed<s>/<name>'."""
+  out = {}
+  for name, per_seed in values.items():
+    per_seed = np.asarray(per_seed, np.float64)
+    out[name] = float(per_seed.mean())
+    out[f'{name}_std'] = float(per_seed.std(ddof=1))
+    out.update({f'seed{s}/{name}': float(v) for s, v in zip(seeds, per_seed, strict=True)})
+  return out
 
 
 class MetricWriter:

@@ -67,9 +67,11 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over `data`; the other axes whole."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, *, seeds: bool = False) -> NamedSharding:
+  """Leading (batch) axis split over `data`; the other axes whole. With `seeds`, batches
+  of several seeds stacked ([seeds, batch, ...]): each seed's batch split as one would be,
+  so every device computes its rows of every seed's step."""
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if seeds else PartitionSpec(DATA_AXIS))
 
 
 def replicate(tree, mesh: Mesh):
@@ -77,7 +79,8 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated_sharding(mesh))
 
 
-def shard_batch(batch, mesh: Mesh):
-  """One global jax.Array per leaf, from this process's numpy slice of the batch."""
-  sharding = batch_sharding(mesh)
+def shard_batch(batch, mesh: Mesh, *, seeds: bool = False):
+  """One global jax.Array per leaf, from this process's numpy slice of the batch (of each
+  seed's batch, with `seeds`)."""
+  sharding = batch_sharding(mesh, seeds=seeds)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

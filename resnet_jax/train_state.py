@@ -70,14 +70,35 @@ def initialize(
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
   )
-  key = jax.random.key(config.seed)
+  initial = [
+    _initial_state(config, seed, tx, num_classes, in_channels, mesh, pretrained_weights)
+    for seed in seeds(config)
+  ]
+  graphdef = initial[0][0]
+  state = initial[0][1] if len(initial) == 1 else stack_seeds([s for _, s in initial])
+  return Start(
+    graphdef,
+    parallel.replicate(state, mesh),
+    tx,
+    schedule,
+    total_steps,
+    steps_per_epoch,
+    num_classes=num_classes,
+    in_channels=in_channels,
+  )
+
+
+def _initial_state(config, seed, tx, num_classes, in_channels, mesh, load_weights):
+  """(graphdef, TrainState) of the run of `seed`: parameters from the seed's key, or the
+  pretrained file (with a head of the seed's)."""
+  key = jax.random.key(seed)
   model = _model(
     config,
     num_classes=num_classes,
     in_channels=in_channels,
     key=jax.random.fold_in(key, 0),
     platform=parallel.platform(mesh),
-    load_weights=pretrained_weights,
+    load_weights=load_weights,
   )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
@@ -89,16 +110,38 @@ def initialize(
     rng=jax.random.key_data(jax.random.fold_in(key, 1)),
     ema=_copy({'params': params, 'batch_stats': batch_stats}) if config.optim.ema_decay else {},
   )
-  return Start(
-    graphdef,
-    parallel.replicate(state, mesh),
-    tx,
-    schedule,
-    total_steps,
-    steps_per_epoch,
-    num_classes=num_classes,
-    in_channels=in_channels,
-  )
+  return graphdef, state
+
+
+def seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """The seeds of the runs a config trains at once: config.seed, then the next
+  train.num_seeds - 1."""
+  return [config.seed + i for i in range(config.train.num_seeds)]
+
+
+# What each seed of a train.num_seeds > 1 run has its own of, stacked on a leading axis;
+# the step count is shared (vmap's axes of a TrainState).
+SEED_FIELDS = ('params', 'batch_stats', 'opt_state', 'rng', 'ema')
+SEED_AXES = TrainState(step=None, params=0, batch_stats=0, opt_state=0, rng=0, ema=0)
+
+
+def stack_seeds(states: list[TrainState]) -> TrainState:
+  """One TrainState of several seeds' states (at the same step)."""
+  stacked = {
+    f: jax.tree.map(lambda *xs: jnp.stack(xs), *(getattr(s, f) for s in states))
+    for f in SEED_FIELDS
+  }
+  return states[0].replace(**stacked)
+
+
+def map_seeds(fn, state: TrainState, num_seeds: int) -> TrainState:
+  """`fn` (of a tree, e.g. layout.to_per_unit) applied to each seed's part of the state's
+  stacked fields; to the state itself where it holds one seed."""
+  if num_seeds == 1:
+    return fn(state)
+  per_seed = {f: getattr(state, f) for f in SEED_FIELDS}
+  mapped = {f: jax.vmap(fn)(tree) for f, tree in per_seed.items() if jax.tree.leaves(tree)}
+  return state.replace(**mapped)
 
 
 def _copy(tree):
@@ -163,6 +206,7 @@ def train_step(config: ml_collections.ConfigDict, start: Start, mesh, batch_from
       StepOptions.from_config(config, start.steps_per_epoch),
       compiler_options=compiler_options,
       batch_from=batch_from,
+      num_seeds=config.train.num_seeds,
     )
 
   return _tuned(config, start, mesh, 'train', make)
@@ -172,7 +216,9 @@ def eval_step(config: ml_collections.ConfigDict, start: Start, mesh):
   """The eval step of `config`, compiled as config.train.cpu_options says."""
 
   def make(graphdef, compiler_options):
-    return make_eval_step(graphdef, mesh, compiler_options=compiler_options)
+    return make_eval_step(
+      graphdef, mesh, compiler_options=compiler_options, num_seeds=config.train.num_seeds
+    )
 
   return _tuned(config, start, mesh, 'eval', make)
 
@@ -232,12 +278,16 @@ def make_train_step(
   *,
   compiler_options: dict[str, str] | None = None,
   batch_from=None,
+  num_seeds: int = 1,
 ):
   """jit(state, batch) -> (state, metrics); the input state's buffers are donated.
 
   `batch_from(inputs, step)`, where given, makes the batch inside the step from replicated
   `inputs` and the state's step (data.pipeline='device': the split held on the devices), and
-  the step is jit(state, inputs). `compiler_options` are XLA's (`train_step` chooses them).
+  the step is jit(state, inputs). With `num_seeds` > 1 the state holds that many runs
+  (SEED_FIELDS stacked), the batch has a leading axis of one batch per seed, and each seed's
+  step is this step, vmapped: metrics have a leading seed axis. `compiler_options` are XLA's
+  (`train_step` chooses them).
   metrics['nonfinite'] is 1
   where the loss or the gradient is NaN or infinite; with `options.skip_nonfinite` such a
   step then keeps the previous parameters, BN statistics, EMA and optimizer state (its
@@ -250,6 +300,11 @@ def make_train_step(
     batch = inputs
     if batch_from is not None:
       batch = jax.lax.with_sharding_constraint(batch_from(inputs, state.step), batch_sharding)
+    if num_seeds > 1:
+      return jax.vmap(seed_step, in_axes=(SEED_AXES, 0), out_axes=(SEED_AXES, 0))(state, batch)
+    return seed_step(state, batch)
+
+  def seed_step(state: TrainState, batch):
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     images, labels = batch['image'], batch['label']
     targets_bk = metrics.targets(labels, _num_classes(state.params), options.label_smoothing)
@@ -291,13 +346,14 @@ def make_train_step(
       opt_state=opt_state,
       ema=_updated_ema(state, params, batch_stats, options),
     )
-    if options.skip_nonfinite:
-      kept = state.replace(step=state.step + 1)
-      new_state = jax.tree.map(lambda old, new: jnp.where(nonfinite, old, new), kept, new_state)
+    if options.skip_nonfinite:  # The step counts either way.
+      keep = lambda old, new: jnp.where(nonfinite, old, new)
+      kept = {f: jax.tree.map(keep, getattr(state, f), getattr(new_state, f)) for f in SEED_FIELDS}
+      new_state = new_state.replace(**kept)
     return new_state, step_metrics
 
   replicated = parallel.replicated_sharding(mesh)
-  batch_sharding = parallel.batch_sharding(mesh)
+  batch_sharding = parallel.batch_sharding(mesh, seeds=num_seeds > 1)
   return jax.jit(
     train_step,
     in_shardings=(replicated, batch_sharding if batch_from is None else replicated),
@@ -358,11 +414,19 @@ def _updated_ema(state: TrainState, params, batch_stats, options: StepOptions) -
   return jax.tree.map(lambda ema, x: decay * ema + (1 - decay) * x, state.ema, new)
 
 
-def make_eval_step(graphdef: nnx.GraphDef, mesh, *, compiler_options: dict[str, str] | None = None):
+def make_eval_step(
+  graphdef: nnx.GraphDef,
+  mesh,
+  *,
+  compiler_options: dict[str, str] | None = None,
+  num_seeds: int = 1,
+):
   """jit(params, batch_stats, batch) -> masked sums (see metrics.eval_sums), BN on running averages.
 
   10-crop batches (`image` [b, 10, H, W, C]) score each example by the mean of
-  its crops' softmax probabilities, as the ResNet paper averages the scores.
+  its crops' softmax probabilities, as the ResNet paper averages the scores. With
+  `num_seeds` > 1, params and batch_stats hold that many seeds' (stacked), each sees the
+  same batch, and the sums have a leading seed axis.
   """
 
   def eval_step(params, batch_stats, batch):
@@ -378,6 +442,8 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh, *, compiler_options: dict[str, 
       logits = model(images)
     return metrics.eval_sums(logits, batch['label'], batch['mask'])
 
+  if num_seeds > 1:
+    eval_step = jax.vmap(eval_step, in_axes=(0, 0, None))
   return jax.jit(
     eval_step,
     out_shardings=parallel.replicated_sharding(mesh),

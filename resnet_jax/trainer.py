@@ -7,6 +7,7 @@ around them: logging, periodic evals, checkpoints, preemption, non-finite losses
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
 
 from resnet_jax import (
@@ -20,7 +21,6 @@ from resnet_jax import (
   train_state,
 )
 from resnet_jax.errors import RunError
-from resnet_jax.models import layout
 
 
 def _is_due(step: int, every: int, last: int) -> bool:
@@ -53,7 +53,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
   ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=config.train.keep_checkpoints)
   state = prepared.state
   if ckpt.latest_step() is not None:
-    state, _ = experiment.restore_checkpoint(ckpt, state, config.model)
+    state, _ = experiment.restore_checkpoint(ckpt, state, config)
     _print(f'resumed from {ckpt.directory} at step {int(state.step)}')
   elif resuming:  # Opening set aside every step (unreadable): start over, weights included.
     state = experiment.setup(config, mesh).state
@@ -88,7 +88,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
       _check_finite(unchecked, config.train.on_nonfinite, ckpt)
       unchecked = []
     if logged:
-      scalars = _mean(pending)
+      scalars = _mean(pending, train_state.seeds(config))
       pending = []
       rates = progress.mark(step)
       scalars.update({k: v for k, v in rates.items() if k != 'steps_per_sec'})
@@ -100,7 +100,10 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
       _print(f'eval at step {step}: {_eval_line(eval_result)}')
     if saved:
       ckpt.save(
-        step, layout.to_per_unit(state), metrics=eval_result if evaluated else None, force=stop
+        step,
+        experiment.checkpoint_layout(state, config),
+        metrics=eval_result if evaluated else None,
+        force=stop,
       )
     if evaluated:
       progress.mark(step)  # Throughput counts training only, not the eval.
@@ -125,7 +128,7 @@ def _check_finite(unchecked: list[tuple[int, dict]], on_nonfinite: str, ckpt):
   anything of it is saved; with on_nonfinite='skip' (those updates were not applied)
   only says which steps."""
   flags = jax.device_get([step_metrics['nonfinite'] for _, step_metrics in unchecked])
-  bad = [step for (step, _), flag in zip(unchecked, flags, strict=True) if flag]
+  bad = [step for (step, _), flag in zip(unchecked, flags, strict=True) if np.any(flag)]
   if not bad:
     return
   if on_nonfinite == 'skip':
@@ -147,6 +150,8 @@ def _eval_line(result: dict) -> str:
     f'loss {result["loss"]:.4f}, top1 {100 * result["top1"]:.2f}%, '
     f'top5 {100 * result["top5"]:.2f}% ({result["num_examples"]} examples)'
   )
+  if 'top1_std' in result:  # Several seeds: the line has their means.
+    line += f', top1 std {100 * result["top1_std"]:.2f} over the seeds'
   if 'ema_top1' in result:
     line += (
       f'; EMA: loss {result["ema_loss"]:.4f}, top1 {100 * result["ema_top1"]:.2f}%, '
@@ -155,11 +160,13 @@ def _eval_line(result: dict) -> str:
   return line
 
 
-def _mean(step_metrics: list[dict]) -> dict:
-  """Means over the steps since the last log (learning rate: the latest value)."""
+def _mean(step_metrics: list[dict], seeds: list[int]) -> dict:
+  """Means over the steps since the last log (learning rate: the latest value); of each
+  seed and over the seeds (metrics.by_seed) where the run trains several."""
   host = jax.device_get(step_metrics)
-  out = {k: sum(float(m[k]) for m in host) / len(host) for k in host[0]}
-  out['learning_rate'] = float(host[-1]['learning_rate'])
+  means = {k: np.mean([m[k] for m in host], axis=0) for k in host[0] if k != 'learning_rate'}
+  out = metrics.by_seed(means, seeds) if len(seeds) > 1 else {k: float(v) for k, v in means.items()}
+  out['learning_rate'] = float(np.ravel(host[-1]['learning_rate'])[0])  # the seeds share it
   return out
 
 

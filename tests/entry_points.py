@@ -77,7 +77,7 @@ def restore_state(workdir, config=None):
   config = config or checkpoint.load_config(workdir)
   setup = experiment.setup(config, parallel.create_mesh())
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir) / 'checkpoints', read_only=True)
-  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config.model)
+  state, _ = experiment.restore_checkpoint(ckpt, setup.state, config)
   ckpt.close()
   return state
 
