@@ -398,3 +398,25 @@ def test_a_notice_between_two_points_stops_the_sweep_before_the_second(tmp_path)
   assert 'ran shortcut-A' in result.stdout and 'ran shortcut-none' not in result.stdout
   assert 'stopped before shortcut-none; the same command resumes the sweep' in result.stdout
   assert not (tmp_path / 'sweep' / 'results.md').exists()
+
+
+def test_a_run_of_several_seeds_reports_each_seed(tmp_path):
+  """train.num_seeds=2: two rows, seed added, each seed's curves; the wall time once."""
+  from resnet_jax import checkpoint
+
+  config = defaults.get_config()
+  config.data.dataset, config.data.image_size = 'synthetic', 8
+  config.model.depth, config.seed, config.train.num_seeds = 8, 5, 2
+  checkpoint.save_config(config, tmp_path)
+  records = [
+    {'step': 2, 'split': 'train', 'top1': 0.7, 'seed5/top1': 0.6, 'seed6/top1': 0.8},
+    {'step': 2, 'split': 'eval', 'top1': 0.5, 'seed5/top1': 0.4, 'seed6/top1': 0.6},
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  (tmp_path / run_record.FILENAME).write_text(json.dumps({'status': 'done', 'wall_seconds': 9}))
+  first, second = report.load_runs(tmp_path, 'run', {'model.depth': '8'})
+  assert (first.name, first.overrides) == ('run/seed5', {'model.depth': '8', 'seed': '5'})
+  assert first.train_curve == [(2, pytest.approx(40.0))]
+  assert second.test_curve == [(2, pytest.approx(40.0))] and second.overrides['seed'] == '6'
+  assert (first.wall_seconds, second.wall_seconds) == (9, None) and first.params == second.params
+  assert '| 8 | 2 of 2 done | 30.00 ± 14.14 (2) |' in report.spread_table([first, second])

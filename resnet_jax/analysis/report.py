@@ -14,7 +14,7 @@ import jax
 from etils import epath
 from flax import nnx
 
-from resnet_jax import checkpoint, metrics
+from resnet_jax import checkpoint, metrics, train_state
 from resnet_jax.analysis import run_record
 from resnet_jax.models.resnet import create_model
 from resnet_jax.models.summary import count_params, summarize
@@ -112,26 +112,38 @@ def model_size(config) -> tuple[int, int]:
   return count_params(model), macs
 
 
-# What load_run reads in a run's workdir: all a report needs of the run.
+# What load_runs reads in a run's workdir: all a report needs of the run.
 RUN_FILES = (checkpoint.CONFIG_FILE, metrics.METRICS_FILE, run_record.FILENAME)
 
 
-def load_run(workdir, name: str, overrides: dict[str, str]) -> RunResult:
+def load_runs(workdir, name: str, overrides: dict[str, str]) -> list[RunResult]:
+  """The run in `workdir`, or each of its seeds (`seed` added to their overrides) where it
+  trained several at once (train.num_seeds; the run's wall time goes with its first seed)."""
   workdir = epath.Path(workdir)
   record = run_record.read(workdir)
-  result = RunResult(
-    name=name,
-    overrides=overrides,
-    done=record.get('status') == 'done',
-    train_curve=error_curve(workdir, 'train'),
-    test_curve=error_curve(workdir, 'eval'),
-    ema_test_curve=error_curve(workdir, 'eval', 'ema_top1'),
-    wall_seconds=record.get('wall_seconds'),
-  )
   config = checkpoint.load_config(workdir) if workdir.exists() else None
-  if config is not None:
-    result.params, result.macs = model_size(config)
-  return result
+  size = model_size(config) if config is not None else (None, None)
+  seeds = train_state.seeds(config) if config is not None else []
+  if len(seeds) <= 1:
+    prefixes = {'': (name, overrides)}
+  else:
+    prefixes = {f'seed{s}/': (f'{name}/seed{s}', {**overrides, SEED_KEY: str(s)}) for s in seeds}
+  results = []
+  for prefix, (run_name, run_overrides) in prefixes.items():
+    results.append(
+      RunResult(
+        name=run_name,
+        overrides=run_overrides,
+        done=record.get('status') == 'done',
+        train_curve=error_curve(workdir, 'train', f'{prefix}top1'),
+        test_curve=error_curve(workdir, 'eval', f'{prefix}top1'),
+        ema_test_curve=error_curve(workdir, 'eval', f'ema_{prefix}top1'),
+        wall_seconds=None if results else record.get('wall_seconds'),
+        params=size[0],
+        macs=size[1],
+      )
+    )
+  return results
 
 
 def _number(value: float | None, fmt: str) -> str:

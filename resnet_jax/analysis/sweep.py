@@ -84,7 +84,9 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
   from resnet_jax import metrics
   from resnet_jax.analysis import plots, report
 
-  results = [report.load_run(root / p.name, p.name, dict(p.overrides)) for p in all_points]
+  results = [
+    r for p in all_points for r in report.load_runs(root / p.name, p.name, dict(p.overrides))
+  ]
   out_path = pathlib.Path(out)
   out_path.parent.mkdir(parents=True, exist_ok=True)
   logs = out_path.with_name(f'{out_path.name}_logs')
