@@ -86,3 +86,35 @@ def assert_same_state(a, b):
   """Bit for bit: step, parameters, BN statistics, optimizer state and RNG."""
   assert int(a.step) == int(b.step)
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+_EIGHT_DEVICES = """
+import jax, numpy as np
+from resnet_jax import inputs, parallel, train_state
+{imports}
+def run(devices):
+  config, mesh = {config}, parallel.create_mesh(devices)
+  start = train_state.initialize(
+    config, mesh, num_classes={num_classes}, in_channels={in_channels}, steps_per_epoch=2
+  )
+  train = inputs.train_inputs(config, mesh, start_step=0)
+  step = train_state.train_step(config, start, mesh, train.batch_from)
+  state = start.state
+  for _ in range(2):
+    state, step_metrics = step(state, next(train.stream))
+  return jax.device_get((state.params, state.batch_stats, step_metrics['loss']))
+one, eight = run(jax.devices()[:1]), run(jax.devices())
+jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), one, eight)
+print('ok')
+"""
+
+
+def assert_eight_devices_train_as_one(imports: str, config: str, *, num_classes, in_channels):
+  """Two train steps of `config` (a Python expression, after `imports`), with its inputs,
+  on eight CPU devices give the parameters, BN statistics and loss they give on one."""
+  script = _EIGHT_DEVICES.format(
+    imports=imports, config=config, num_classes=num_classes, in_channels=in_channels
+  )
+  result = run('-c ' + script, env=environment(devices=8), timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith('ok')

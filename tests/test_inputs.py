@@ -8,7 +8,7 @@ import pytest
 from resnet_jax import inputs, parallel, train_state, trainer
 from resnet_jax.data import device_data
 from tests.data_fixtures import tiny_tfds_dataset
-from tests.entry_points import assert_same_state, environment, restore_state, run
+from tests.entry_points import assert_eight_devices_train_as_one, assert_same_state, restore_state
 from tests.test_trainer import tiny_config
 
 
@@ -72,28 +72,11 @@ def test_the_eval_batches_are_the_device_datas(data_dir):
   assert np.asarray(served[1]['mask']).tolist() == [True, True, True, False]
 
 
-_EIGHT_DEVICES = """
-import jax, numpy as np
-from resnet_jax import inputs, parallel, train_state
-from tests.test_inputs import device_config
-def run(devices):
-  config, mesh = device_config({data_dir!r}, 2), parallel.create_mesh(devices)
-  start = train_state.initialize(config, mesh, num_classes=3, in_channels=1, steps_per_epoch=3)
-  train = inputs.train_inputs(config, mesh, start_step=0)
-  step = train_state.train_step(config, start, mesh, train.batch_from)
-  state = start.state
-  for _ in range(2):
-    state, step_metrics = step(state, next(train.stream))
-  return jax.device_get((state.params, state.batch_stats, step_metrics['loss']))
-one, eight = run(jax.devices()[:1]), run(jax.devices())
-jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), one, eight)
-print('ok')
-"""
-
-
 def test_eight_devices_train_as_one_on_the_split_held_on_each(data_dir):
   """The batch gathered inside the step and sharded over eight devices trains as on one."""
-  script = _EIGHT_DEVICES.format(data_dir=data_dir)
-  result = run('-c ' + script, env=environment(devices=8), timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.strip().endswith('ok')
+  assert_eight_devices_train_as_one(
+    'from tests.test_inputs import device_config',
+    f'device_config({data_dir!r}, 2)',
+    num_classes=3,
+    in_channels=1,
+  )

@@ -9,7 +9,7 @@ import pytest
 
 from resnet_jax import evaluator, experiment, metrics, parallel, trainer
 from resnet_jax.errors import ConfigError
-from tests.entry_points import assert_same_state, environment, restore_state, run
+from tests.entry_points import assert_eight_devices_train_as_one, assert_same_state, restore_state
 from tests.test_trainer import tiny_config
 
 SEEDS = 3
@@ -94,28 +94,12 @@ def test_a_bad_number_of_seeds_is_a_config_error(value):
     experiment.check_config(config, parallel.create_mesh())
 
 
-_EIGHT_DEVICES = """
-import jax, numpy as np
-from resnet_jax import inputs, parallel, train_state
-from tests.test_seeds import seeds_config
-def run(devices):
-  config, mesh = seeds_config(2, num_seeds=2, scan=True), parallel.create_mesh(devices)
-  start = train_state.initialize(config, mesh, num_classes=10, in_channels=3, steps_per_epoch=2)
-  train = inputs.train_inputs(config, mesh, start_step=0)
-  step = train_state.train_step(config, start, mesh, train.batch_from)
-  state = start.state
-  for _ in range(2):
-    state, step_metrics = step(state, next(train.stream))
-  return jax.device_get((state.params, state.batch_stats, step_metrics['loss']))
-one, eight = run(jax.devices()[:1]), run(jax.devices())
-jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), one, eight)
-print('ok')
-"""
-
-
 def test_k_seeds_on_eight_devices_train_as_on_one():
   """Each seed's batch split over eight devices, the seed axis replicated (scanned stages,
   remat): the same steps as on one device, which are the separate runs' (above)."""
-  result = run('-c ' + _EIGHT_DEVICES, env=environment(devices=8), timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.strip().endswith('ok')
+  assert_eight_devices_train_as_one(
+    'from tests.test_seeds import seeds_config',
+    'seeds_config(2, num_seeds=2, scan=True)',
+    num_classes=10,
+    in_channels=3,
+  )
