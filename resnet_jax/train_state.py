@@ -75,7 +75,7 @@ def initialize(
     for seed in seeds(config)
   ]
   graphdef = initial[0][0]
-  state = initial[0][1] if len(initial) == 1 else stack_seeds([s for _, s in initial])
+  state = initial[0][1] if len(initial) == 1 else _stack_seeds([s for _, s in initial])
   return Start(
     graphdef,
     parallel.replicate(state, mesh),
@@ -125,7 +125,7 @@ SEED_FIELDS = ('params', 'batch_stats', 'opt_state', 'rng', 'ema')
 SEED_AXES = TrainState(step=None, params=0, batch_stats=0, opt_state=0, rng=0, ema=0)
 
 
-def stack_seeds(states: list[TrainState]) -> TrainState:
+def _stack_seeds(states: list[TrainState]) -> TrainState:
   """One TrainState of several seeds' states (at the same step)."""
   stacked = {
     f: jax.tree.map(lambda *xs: jnp.stack(xs), *(getattr(s, f) for s in states))
@@ -287,11 +287,10 @@ def make_train_step(
   the step is jit(state, inputs). With `num_seeds` > 1 the state holds that many runs
   (SEED_FIELDS stacked), the batch has a leading axis of one batch per seed, and each seed's
   step is this step, vmapped: metrics have a leading seed axis. `compiler_options` are XLA's
-  (`train_step` chooses them).
-  metrics['nonfinite'] is 1
-  where the loss or the gradient is NaN or infinite; with `options.skip_nonfinite` such a
-  step then keeps the previous parameters, BN statistics, EMA and optimizer state (its
-  batch is still consumed: the step counts). A mixed batch (mixup/CutMix) has no one label
+  (`train_step` chooses them). metrics['nonfinite'] is 1 where the loss or the gradient is
+  NaN or infinite; with `options.skip_nonfinite` such a step then keeps the previous
+  parameters, BN statistics, EMA and optimizer state (its batch is still consumed: the step
+  counts). A mixed batch (mixup/CutMix) has no one label
   per example, so its metrics have no 'top1'.
   """
   num_micro = options.grad_accum_steps
