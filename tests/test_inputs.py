@@ -1,5 +1,6 @@
 """data.pipeline='device' through the train step and the loop: the step gathers its own batch
-(that of its step), a run evaluates every example once and resumes exactly."""
+(that of its step), a run evaluates every example once and resumes exactly; on eight
+devices, with several seeds, as on one."""
 
 import jax
 import numpy as np
@@ -20,8 +21,11 @@ def data_dir(tmp_path_factory):
   return str(path)
 
 
-def device_config(data_dir, num_steps):
+def device_config(data_dir, num_steps, num_seeds=1, scan=False):
   config = tiny_config(num_steps)
+  config.train.num_seeds = num_seeds
+  if scan:  # Stages of two units, the second scanned and recomputed in the backward pass.
+    config.model.depth, config.model.scan, config.model.remat = 14, True, True
   config.data.dataset, config.data.data_dir = 'tiny_digits', data_dir
   config.data.train_split, config.data.eval_split = 'train', 'test'
   config.data.pipeline, config.data.crop_padding = 'device', 2
@@ -72,11 +76,12 @@ def test_the_eval_batches_are_the_device_datas(data_dir):
   assert np.asarray(served[1]['mask']).tolist() == [True, True, True, False]
 
 
-def test_eight_devices_train_as_one_on_the_split_held_on_each(data_dir):
-  """The batch gathered inside the step and sharded over eight devices trains as on one."""
+def test_eight_devices_train_as_one_with_seeds_scan_and_remat(data_dir):
+  """The batches gathered inside the step, of two seeds (train.num_seeds), split over eight
+  devices, through scanned stages with remat: the same two steps as on one device."""
   assert_eight_devices_train_as_one(
     'from tests.test_inputs import device_config',
-    f'device_config({data_dir!r}, 2)',
+    f'device_config({data_dir!r}, 2, num_seeds=2, scan=True)',
     num_classes=3,
     in_channels=1,
   )

@@ -1,5 +1,6 @@
 """train.num_seeds: K runs trained by one vmapped step equal K separate runs, step for step;
-their checkpoint resumes exactly; metrics per seed and over the seeds."""
+their checkpoint resumes exactly; metrics per seed and over the seeds. On eight devices
+(with the device pipeline, scan and remat): tests/test_inputs.py."""
 
 import json
 
@@ -9,20 +10,18 @@ import pytest
 
 from resnet_jax import evaluator, experiment, metrics, parallel, trainer
 from resnet_jax.errors import ConfigError
-from tests.entry_points import assert_eight_devices_train_as_one, assert_same_state, restore_state
+from tests.entry_points import assert_same_state, restore_state
 from tests.test_trainer import tiny_config
 
 SEEDS = 3
 
 
-def seeds_config(num_steps, num_seeds=SEEDS, seed=0, scan=False):
+def seeds_config(num_steps, num_seeds=SEEDS, seed=0):
   config = tiny_config(num_steps)
   config.seed, config.train.num_seeds = seed, num_seeds
   config.data.train_split = 'train[:64]'  # Two batches: the seeds' orders differ.
   config.train.eval_every, config.train.checkpoint_every = 3, 3
   config.optim.ema_decay = 0.5
-  if scan:  # Stages of two units, the second scanned and recomputed in the backward pass.
-    config.model.depth, config.model.scan, config.model.remat = 14, True, True
   return config
 
 
@@ -92,14 +91,3 @@ def test_a_bad_number_of_seeds_is_a_config_error(value):
   config.train.num_seeds = value
   with pytest.raises(ConfigError, match=r'train.num_seeds=.*: expected a positive integer'):
     experiment.check_config(config, parallel.create_mesh())
-
-
-def test_k_seeds_on_eight_devices_train_as_on_one():
-  """Each seed's batch split over eight devices, the seed axis replicated (scanned stages,
-  remat): the same steps as on one device, which are the separate runs' (above)."""
-  assert_eight_devices_train_as_one(
-    'from tests.test_seeds import seeds_config',
-    'seeds_config(2, num_seeds=2, scan=True)',
-    num_classes=10,
-    in_channels=3,
-  )
