@@ -4,10 +4,10 @@
   train = inputs.train_inputs(config, mesh, start_step=k)
   step = train_state.train_step(config, start, mesh, batch_from=train.batch_from)
   state, step_metrics = step(state, next(train.stream))
-  for batch in inputs.eval_batches(config, mesh): ...
+  for batch in inputs.eval_batches(config, mesh, batch_size=b): ...
 
 Either way the batch of step s is a pure function of (seed, s), so a run resumes from its
-step alone.
+step alone; with train.num_seeds > 1 each seed has its own, stacked on a leading axis.
 """
 
 import dataclasses
