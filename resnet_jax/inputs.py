@@ -106,11 +106,20 @@ def _key(data_config: ml_collections.ConfigDict) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _held(data_json: str, split: str, dtype: str, mesh) -> _Held:
-  """A split on the devices, read once per process (train and every eval reuse it)."""
+  """A split on the devices, put there once per process (train and every eval reuse it)."""
   from resnet_jax.data import device_data
 
   data_config = ml_collections.ConfigDict(json.loads(data_json))
-  train = device_data.load_split(data_config, data_config.train_split)
-  held = train if split == data_config.train_split else device_data.load_split(data_config, split)
+  held = _loaded(data_json, split)
+  train = _loaded(data_json, data_config.train_split)
   preprocessing = device_data.Preprocessing.from_config(data_config, train, dtype=dtype)
   return _Held(parallel.replicate((held.images, held.labels), mesh), preprocessing)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(data_json: str, split: str):
+  """device_data.load_split, read once per process: the eval split's normalization needs
+  the train split, which training holds too."""
+  from resnet_jax.data import device_data
+
+  return device_data.load_split(ml_collections.ConfigDict(json.loads(data_json)), split)
