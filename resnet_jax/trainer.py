@@ -63,7 +63,7 @@ def _train_and_evaluate(config, workdir, watch: preemption.PreemptionWatch) -> d
   train_step = train_state.train_step(config, prepared, mesh, train_inputs.batch_from)
   eval_step = train_state.eval_step(config, prepared, mesh)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  progress = metrics.Progress(total, config.train.batch_size)
+  progress = metrics.Progress(total, config.train.batch_size * config.train.num_seeds)
   _print(
     f'training {total} steps ({prepared.steps_per_epoch} per epoch) on {mesh.devices.size} '
     f'device(s), from step {start}'
