@@ -161,15 +161,20 @@ def test_the_plot_draws_seeds_as_their_mean_and_a_band(tmp_path, monkeypatch):
     report.RunResult('a', {'seed': '0'}, True, [(10, 40.0), (20, 30.0)], [(20, 32.0)]),
     report.RunResult('b', {'seed': '1'}, True, [(10, 44.0), (20, 20.0)], [(20, 36.0)]),
   ]
-  plots.plot_curves(runs, tmp_path / 'curves.png')
+  not_started = report.RunResult('c', {'seed': '2'}, False, [], [])
+  plots.plot_curves([*runs, not_started], tmp_path / 'curves.png')
   (figure,) = figures
   (ax,) = figure.axes
   train, test = ax.lines
   assert list(train.get_ydata()) == [42.0, 25.0] and list(test.get_ydata()) == [34.0]
-  assert train.get_label() == '2 seeds (train)'
+  assert train.get_label() == '2 seeds (train)'  # the seed not started yet is not counted
   band = ax.collections[0].get_paths()[0].vertices[:, 1]
   assert {20.0, 30.0, 40.0, 44.0} <= set(band)  # min and max of each step
   plots.plt.close(figure)
+  runs[0].ema_test_curve = [(20, 30.0)]
+  plots.plot_curves(runs, tmp_path / 'curves.png')
+  assert figures[-1].axes[0].lines[-1].get_label() == '2 seeds (EMA test)'
+  plots.plt.close(figures[-1])
 
 
 def _sweep_args(tmp_path, *extra) -> list[str]:

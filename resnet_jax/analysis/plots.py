@@ -1,7 +1,7 @@
 """Training and test error against iterations, as in He et al. 2015's Figures 4 and 6:
-thin dashed lines the training error, bold lines the test error, one colour per run, or per
-group of runs that differ only in their seed (their mean, with a band from the lowest to
-the highest seed's error)."""
+thin dashed lines the training error, bold lines the test error (dotted: of the weights'
+EMA, where a run keeps one), one colour per run, or per group of runs that differ only in
+their seed (their mean, with a band from the lowest to the highest seed's error)."""
 
 import textwrap
 
@@ -58,11 +58,13 @@ def plot_curves(
     for i, runs in enumerate(report.seed_groups(group)):
       color = f'C{i}'
       label = _settings(runs[0].overrides, {*shared, panel_by, report.SEED_KEY})
-      if len(runs) > 1:
-        label = ', '.join(filter(None, [label, f'{len(runs)} seeds']))
+      started = [r for r in runs if r.steps] or runs[:1]
+      if len(started) > 1:
+        label = ', '.join(filter(None, [label, f'{len(started)} seeds']))
       label = label or runs[0].name
       _plot_spread(ax, [r.train_curve for r in runs], '--', color, 1, f'{label} (train)')
       _plot_spread(ax, [r.test_curve for r in runs], 'o-', color, 2.5, f'{label} (test)')
+      _plot_spread(ax, [r.ema_test_curve for r in runs], 's:', color, 1.5, f'{label} (EMA test)')
     ax.set_ylim(0, _top(results))  # One scale for all panels, to compare them.
     ax.set_xlabel('iterations')
     ax.set_ylabel('error (%)')
