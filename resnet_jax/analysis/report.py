@@ -146,6 +146,10 @@ def load_runs(workdir, name: str, overrides: dict[str, str]) -> list[RunResult]:
   return results
 
 
+def _row(cells: list[str]) -> str:
+  return '| ' + ' | '.join(cells) + ' |'
+
+
 def _number(value: float | None, fmt: str) -> str:
   return '-' if value is None else format(value, fmt)
 
@@ -156,7 +160,7 @@ def markdown_table(results: list[RunResult]) -> str:
   ema = any(r.ema_test_curve for r in results)  # a column only where a run kept an EMA
   header = [*keys, 'train error %', 'test error %', *(['EMA test error %'] * ema)]
   header += ['params', 'multiply-adds', 'steps', 'wall time']
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines = [_row(header), '|' + '---|' * len(header)]
   for r in results:
     wall = '-' if r.wall_seconds is None else metrics.format_duration(r.wall_seconds)
     unfinished = '' if r.done else ' (not finished)' if r.steps else ''
@@ -170,7 +174,7 @@ def markdown_table(results: list[RunResult]) -> str:
       str(r.steps),
       wall,
     ]
-    lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append(_row(cells))
   return '\n'.join(lines)
 
 
@@ -201,11 +205,11 @@ def window_table(results: list[RunResult], windows: int = WINDOWS) -> str:
   shared = shared_settings(results)
   keys = [k for k in results[0].overrides if k not in shared] if len(results) > 1 else list(shared)
   header = [*keys, *(f'{a}-{b}' for a, b in spans)]
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines = [_row(header), '|' + '---|' * len(header)]
   for r in results:
     errors = (r.mean_train_error(a, b) for a, b in spans)
     cells = [*(r.overrides[k] for k in keys), *(_number(e, '.2f') for e in errors)]
-    lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append(_row(cells))
   return '\n'.join(lines)
 
 
@@ -239,13 +243,13 @@ def spread_table(results: list[RunResult]) -> str | None:
   if ema:
     errors['EMA test error %'] = 'ema_test_error'
   header = [*keys, 'runs', *errors]
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines = [_row(header), '|' + '---|' * len(header)]
   for group in groups:
     done = [r for r in group if r.done]
     cells = [*(group[0].overrides[k] for k in keys), f'{len(done)} of {len(group)} done']
     for attribute in errors.values():
       cells.append(mean_std([v for r in done if (v := getattr(r, attribute)) is not None]))
-    lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append(_row(cells))
   return '\n'.join(lines)
 
 
