@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.cutmix_alpha = 0.0
   data.mix_switch_prob = 0.5
   data.data_dir = ''  # where prepared TFDS datasets live ('' = TFDS's default)
+  # data.pipeline='device' only: a directory of the dataset's original files (MNIST and
+  # Fashion-MNIST IDX, CIFAR-10/100 python archives), read without TensorFlow or TFDS;
+  # '' = TFDS's prepared files
+  data.original_dir = ''
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 128  # global batch, over all devices and hosts

@@ -6,12 +6,12 @@ analyses share this set-up; it imports neither of them.
 """
 
 import dataclasses
-from typing import Any
 
 import jax
 import ml_collections
 
-from resnet_jax import checkpoint, compiler, data, mixing, optim, parallel, train_state
+from resnet_jax import checkpoint, compiler, data, inputs, mixing, optim, parallel, train_state
+from resnet_jax.data.splits import DatasetInfo
 from resnet_jax.errors import ConfigError
 from resnet_jax.models import layout, network_spec
 from resnet_jax.pretrained import finetune
@@ -87,7 +87,7 @@ class Setup(train_state.Start):
   """Everything derived from the config before the first step: the Start, and the
   dataset's info it was made from."""
 
-  info: Any  # data.DatasetInfo
+  info: DatasetInfo
 
 
 def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool = True) -> Setup:
@@ -95,7 +95,7 @@ def setup(config: ml_collections.ConfigDict, mesh, *, pretrained_weights: bool =
   (parameters from config.seed, or config.pretrained.weights; `pretrained_weights=False`
   skips reading that file, for a state that a checkpoint replaces)."""
   check_config(config, mesh, pretrained_weights=pretrained_weights)
-  info = data.get_dataset_info(config.data)
+  info = inputs.dataset_info(config)
   steps_per_epoch = max(info.num_train_examples // config.train.batch_size, 1)
   start = train_state.initialize(
     config,

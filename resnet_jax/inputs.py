@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from resnet_jax import parallel, train_state
+from resnet_jax.data import device_data, splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,6 @@ def eval_batches(
   the split (default data.eval_split) once, padding rows masked."""
   split = split or config.data.eval_split
   if config.data.pipeline == 'device':
-    from resnet_jax.data import device_data
-
     held = _held(_key(config.data), split, config.model.dtype, mesh)
     yield from device_data.eval_batches(
       held.preprocessing,
@@ -94,10 +93,28 @@ def eval_batches(
     yield parallel.shard_batch(batch, mesh)
 
 
+def dataset_info(config: ml_collections.ConfigDict) -> splits.DatasetInfo:
+  """What the model and the schedule need of the dataset: with data.pipeline='device', read
+  off the splits it holds (loaded here, once per process), else from their tf.data sources."""
+  if config.data.pipeline != 'device':
+    from resnet_jax import data
+
+    return data.get_dataset_info(config.data)
+  key = _key(config.data)
+  train, evaluation = _loaded(key, config.data.train_split), _loaded(key, config.data.eval_split)
+  return splits.DatasetInfo(
+    num_classes=train.num_classes,
+    num_channels=train.images.shape[-1],
+    image_size=config.data.image_size,
+    num_train_examples=train.labels.size,
+    num_eval_examples=evaluation.labels.size,
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Held:
   arrays: tuple  # (uint8 images [N, H, W, C], int32 labels [N]), replicated over the mesh
-  preprocessing: object  # device_data.Preprocessing, normalized by the train split
+  preprocessing: device_data.Preprocessing  # normalized by the train split
 
 
 def _key(data_config: ml_collections.ConfigDict) -> str:
@@ -107,8 +124,6 @@ def _key(data_config: ml_collections.ConfigDict) -> str:
 @functools.lru_cache(maxsize=4)
 def _held(data_json: str, split: str, dtype: str, mesh) -> _Held:
   """A split on the devices, put there once per process (train and every eval reuse it)."""
-  from resnet_jax.data import device_data
-
   data_config = ml_collections.ConfigDict(json.loads(data_json))
   held = _loaded(data_json, split)
   train = _loaded(data_json, data_config.train_split)
@@ -117,9 +132,7 @@ def _held(data_json: str, split: str, dtype: str, mesh) -> _Held:
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded(data_json: str, split: str):
-  """device_data.load_split, read once per process: the eval split's normalization needs
-  the train split, which training holds too."""
-  from resnet_jax.data import device_data
-
+def _loaded(data_json: str, split: str) -> splits.InMemorySplit:
+  """device_data.load_split, read once per process: the dataset's info, the eval split's
+  normalization and training all read the train split."""
   return device_data.load_split(ml_collections.ConfigDict(json.loads(data_json)), split)

@@ -2,8 +2,8 @@
 
 The TensorBoard events are written with tensorboard's own writer and protos,
 which do not import TensorFlow (seconds of start-up, and GPU memory). They are
-imported by MetricWriter only: the steps use the losses here, and run where
-tensorboard is not installed (benchmarks/gpu_check.sh).
+imported by MetricWriter only, which writes metrics.jsonl alone where tensorboard is
+not installed: a run needs only jax, flax, optax, orbax and ml_collections.
 """
 
 import json
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from etils import epath
 
 METRICS_FILE = 'metrics.jsonl'
@@ -112,27 +113,34 @@ def by_seed(values: dict, seeds: list[int]) -> dict:
 
 
 class MetricWriter:
-  """Scalars to TensorBoard (tag `split/name`) and one JSON object per line in metrics.jsonl.
+  """Scalars to TensorBoard (tag `split/name`) and one JSON object per line in metrics.jsonl;
+  to metrics.jsonl alone, with a warning, where tensorboard is not installed.
 
   Only one process of a multi-process job should write: pass enabled=False elsewhere.
   """
 
   def __init__(self, workdir, *, enabled: bool = True):
-    self._enabled = enabled
-    if enabled:
-      workdir = epath.Path(workdir)
-      workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = (workdir / METRICS_FILE).open('a')
+    self._jsonl = self._events = None
+    if not enabled:
+      return
+    workdir = epath.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._jsonl = (workdir / METRICS_FILE).open('a')
+    try:
       from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-      self._events = EventFileWriter(str(workdir))
+    except ImportError:
+      logging.warning('tensorboard is not installed: the metrics go to %s only', METRICS_FILE)
+      return
+    self._events = EventFileWriter(str(workdir))
 
   def write(self, step: int, split: str, scalars: dict):
-    if not self._enabled:
+    if self._jsonl is None:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._jsonl.write(json.dumps({'step': int(step), 'split': split, **scalars}) + '\n')
     self._jsonl.flush()
+    if self._events is None:
+      return
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
     summary = summary_pb2.Summary(
@@ -143,14 +151,14 @@ class MetricWriter:
     self._events.add_event(event_pb2.Event(step=int(step), wall_time=time.time(), summary=summary))
 
   def flush(self):
-    if self._enabled:
-      self._jsonl.flush()
-      self._events.flush()
+    for sink in (self._jsonl, self._events):
+      if sink is not None:
+        sink.flush()
 
   def close(self):
-    if self._enabled:
-      self._jsonl.close()
-      self._events.close()
+    for sink in (self._jsonl, self._events):
+      if sink is not None:
+        sink.close()
 
 
 def read_metrics(workdir, split: str | None = None) -> list[dict]:

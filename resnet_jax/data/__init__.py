@@ -12,8 +12,8 @@ These names import TensorFlow (tf.data) on first use, not with the package, so t
 import importlib
 
 _MODULES = {
-  'DatasetInfo': 'sources',
-  'check_config': 'pipeline',
+  'DatasetInfo': 'splits',
+  'check_config': 'options',
   'create_eval_iterator': 'pipeline',
   'create_train_iterator': 'pipeline',
   'get_dataset_info': 'sources',

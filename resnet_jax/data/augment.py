@@ -22,10 +22,9 @@ import dataclasses
 
 import numpy as np
 
+from resnet_jax.data.options import NUM_BINS
 from resnet_jax.data.tf_setup import tf
 
-AUGMENTS = ('none', 'randaugment', 'trivialaugment')  # data.augment
-NUM_BINS = 31  # torchvision's num_magnitude_bins: magnitude m indexes 0..30
 ERASE_SCALE = (0.02, 0.33)  # torchvision RandomErasing: area fraction of the rectangle
 ERASE_RATIO = (0.3, 3.3)  # and its aspect ratio h/w (log-uniform)
 

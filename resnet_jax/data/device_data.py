@@ -29,13 +29,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
-from resnet_jax.data import splits
+from resnet_jax.data import original_files, splits
 from resnet_jax.data.normalization import normalization_from_images
 from resnet_jax.errors import ConfigError
 
-PIPELINES = ('tfdata', 'device')  # data.pipeline
 ORDER_STREAM, AUGMENT_STREAM = 0, 1  # folded into the seed's key: epochs, examples
 # index_shuffle's Feistel rounds, each a hash per example: with 4, permutations of 10 examples
 # (halves of 2 bits) are visibly biased in 2,000 draws (tests/test_device_data.py), with 6 in
@@ -70,49 +68,62 @@ def check_config(data_config) -> None:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class InMemorySplit:
-  """A whole split, decoded: what data.pipeline='device' places on every device."""
+def load_split(data_config, split: str) -> splits.InMemorySplit:
+  """The split string `split` of data.dataset, decoded: from the dataset's original files
+  in data.original_dir (original_files, no TFDS), else from TFDS's prepared files. A
+  ConfigError for a split that data.pipeline='device' cannot hold: images other than
+  data.image_size square, or empty."""
+  name = data_config.dataset
+  if data_config.original_dir:
+    held = original_files.load(name, data_config.original_dir, split)
+    _check_shape(name, held.images.shape[1:], data_config.image_size)
+  else:
+    held = _load_prepared(data_config, split)
+  if not held.labels.size:
+    raise ConfigError(f'split {split!r} of {name} is empty')
+  return held
 
-  images: np.ndarray  # uint8 [N, H, W, C]
-  labels: np.ndarray  # int32 [N]
-  num_classes: int
 
+def _load_prepared(data_config, split: str) -> splits.InMemorySplit:
+  """`split` from TFDS's prepared array_record files through its NumPy reader (PNG decoded
+  by PIL, no TensorFlow); refused before reading where the images vary in size or the split
+  is over splits.MAX_IN_MEMORY_BYTES decoded (the splits the tf.data pipeline too holds
+  decoded in host memory; here on every device, replicated)."""
+  from resnet_jax.data import tfds_files  # TFDS only where its files are read
 
-def load_split(data_config, split: str) -> InMemorySplit:
-  """The TFDS split string `split` of data.dataset, decoded, from the prepared array_record
-  files through TFDS's NumPy reader (PNG decoded by PIL); a ConfigError for a dataset that
-  is not prepared, or that data.pipeline='device' cannot hold: images of varying size or
-  other than data.image_size square, or over splits.MAX_IN_MEMORY_BYTES decoded (the splits
-  the tf.data pipeline too holds decoded in host memory; on every device, replicated)."""
-  name, data_dir = data_config.dataset, data_config.data_dir or None
-  meta = splits.prepared(name, split, data_dir)
-  shape = meta.image_feature.shape
-  size = data_config.image_size
-  if not meta.fixed_shape or shape[:2] != (size, size):
+  name = data_config.dataset
+  meta = tfds_files.prepared(name, split, data_config.data_dir or None)
+  if not meta.fixed_shape:
     raise ConfigError(
-      f"{name} holds images of shape {shape}, and data.pipeline='device' neither decodes "
-      f'other sizes nor resizes to data.image_size={size}: set it to theirs or {_USE_TFDATA}'
+      f"{name} holds images of varying shape, which data.pipeline='device' does not "
+      f'decode: {_USE_TFDATA}'
     )
+  _check_shape(name, meta.image_feature.shape, data_config.image_size)
   if meta.memory_bytes > splits.MAX_IN_MEMORY_BYTES:
     raise ConfigError(
       f'{name} {split!r} is {meta.memory_bytes / 2**30:.3g} GiB decoded, over the '
       f"{splits.MAX_IN_MEMORY_BYTES / 2**30:.3g} GiB that data.pipeline='device' holds on "
       f'each device: {_USE_TFDATA}'
     )
-  file_format = meta.builder.info.file_format
-  if file_format != tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
+  file_format = meta.builder.info.file_format.value
+  if file_format != 'array_record':
     raise ConfigError(
-      f'{name} is stored as {file_format.value}, which only TensorFlow reads: re-prepare it '
+      f'{name} is stored as {file_format}, which only TensorFlow reads: re-prepare it '
       f'(python -m resnet_jax.data.prepare {name}) or {_USE_TFDATA}'
     )
-  examples = splits.read_all(meta.builder.as_data_source(split))
-  if not examples:
-    raise ConfigError(f'split {split!r} of {name} is empty')
+  examples = tfds_files.read_all(meta.builder.as_data_source(split))
   image_key, label_key = meta.keys
-  images = np.stack([example[image_key] for example in examples])
+  images = np.stack([example[image_key] for example in examples]) if examples else np.zeros(0)
   labels = np.array([example[label_key] for example in examples], np.int32)
-  return InMemorySplit(images, labels, meta.num_classes)
+  return splits.InMemorySplit(images, labels, meta.num_classes)
+
+
+def _check_shape(name: str, shape: tuple, size: int) -> None:
+  if tuple(shape[:2]) != (size, size):
+    raise ConfigError(
+      f"{name} holds images of shape {tuple(shape)}, and data.pipeline='device' neither "
+      f'resizes nor crops them to data.image_size={size}: set it to theirs or {_USE_TFDATA}'
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, a static arg
@@ -127,7 +138,9 @@ class Preprocessing:
   dtype: str = 'float32'  # of the images returned
 
   @classmethod
-  def from_config(cls, data_config, train: InMemorySplit, dtype='float32') -> 'Preprocessing':
+  def from_config(
+    cls, data_config, train: splits.InMemorySplit, dtype='float32'
+  ) -> 'Preprocessing':
     """Normalized by the train split's statistics (data.normalize), in train and eval alike,
     as the tf.data pipeline normalizes."""
     scale, offset = normalization_from_images(train.images, data_config.normalize).scale_offset()

@@ -16,67 +16,10 @@ Padding repeats the last example with mask False.
 import jax
 import numpy as np
 
-from resnet_jax.data import augment, device_data, preprocess, sources, splits
-from resnet_jax.data.normalization import NORMALIZATIONS, Normalization, normalization_from_images
+from resnet_jax.data import augment, options, preprocess, sources, splits
+from resnet_jax.data.normalization import Normalization, normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError, RunError
-
-PREPROCESS = ('imagenet', 'cifar')  # data.preprocess: the augmentation families
-
-
-def check_config(data_config) -> None:
-  """A ConfigError for the first `config.data` value that cannot work, without opening the
-  dataset (its name and splits are checked when it is opened)."""
-  for field, allowed in (
-    ('pipeline', device_data.PIPELINES),
-    ('preprocess', PREPROCESS),
-    ('train_crop', preprocess.TRAIN_CROPS),
-    ('normalize', NORMALIZATIONS),
-    ('augment', augment.AUGMENTS),
-  ):
-    if data_config[field] not in allowed:
-      raise ConfigError(
-        f'data.{field}={data_config[field]!r}: expected one of {", ".join(allowed)}'
-      )
-  if not data_config.dataset:
-    raise ConfigError(
-      f"data.dataset is empty: a TFDS name, '{sources.FOLDER_PREFIX}<path>' or "
-      f"'{sources.SYNTHETIC}'"
-    )
-  if not isinstance(data_config.image_size, int) or data_config.image_size < 1:
-    raise ConfigError(f'data.image_size={data_config.image_size!r}: expected a positive integer')
-  for field in ('crop_padding', 'pca_lighting'):
-    if data_config[field] < 0:
-      raise ConfigError(f'data.{field}={data_config[field]}: expected >= 0')
-  _check_int(data_config, 'randaugment_ops', 0, None)
-  _check_int(data_config, 'randaugment_magnitude', 0, augment.NUM_BINS - 1)
-  _check_int(data_config, 'eval_image_size', 0, None)
-  _check_int(data_config, 'eval_resize', 0, None)
-  erasing = data_config.random_erasing
-  if isinstance(erasing, bool) or not isinstance(erasing, int | float) or not 0 <= erasing <= 1:
-    raise ConfigError(f'data.random_erasing={erasing!r}: expected a probability in [0, 1]')
-  eval_size = _eval_size(data_config)
-  if 0 < data_config.eval_resize < eval_size:
-    raise ConfigError(
-      f'data.eval_resize={data_config.eval_resize}: expected 0 or at least the evaluation '
-      f'size {eval_size} (data.eval_image_size, else data.image_size)'
-    )
-  if data_config.pipeline == 'device':
-    device_data.check_config(data_config)
-
-
-def _check_int(data_config, field: str, low: int, high: int | None) -> None:
-  value = data_config[field]
-  integer = isinstance(value, int) and not isinstance(value, bool)
-  if integer and low <= value and (high is None or value <= high):
-    return
-  allowed = f'in [{low}, {high}]' if high is not None else f'>= {low}'
-  raise ConfigError(f'data.{field}={value!r}: expected an integer {allowed}')
-
-
-def _eval_size(data_config) -> int:
-  """The evaluation resolution: data.eval_image_size, 0 meaning data.image_size."""
-  return data_config.eval_image_size or data_config.image_size
 
 
 def _policy(data_config) -> augment.Policy | None:
@@ -253,7 +196,7 @@ def create_eval_iterator(
   process_index, process_count = _process(process_index, process_count)
   _local_batch(global_batch_size, process_count)
   source = sources.open_split(data_config, split or data_config.eval_split)
-  image_size = _eval_size(data_config)
+  image_size = options.eval_size(data_config)
   kwargs = dict(
     encoded=source.encoded,
     channels=source.num_channels,

@@ -34,7 +34,7 @@ import urllib.request
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import resource as tfds_resource
 
-from resnet_jax.data import splits
+from resnet_jax.data import tfds_files
 from resnet_jax.errors import ConfigError
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
@@ -163,7 +163,7 @@ def prepare(
   debian_dir: str = DEBIAN_FASHION_MNIST,
 ) -> tfds.core.DatasetBuilder:
   """Downloads/builds `name` into `data_dir` and returns its builder."""
-  builder = splits.tfds_builder(name, data_dir, file_format=FILE_FORMAT)
+  builder = tfds_files.tfds_builder(name, data_dir, file_format=FILE_FORMAT)
   if name == 'fashion_mnist' and os.path.isdir(debian_dir):
     with tempfile.TemporaryDirectory() as tmp:
       manual = manual_dir or tmp

@@ -25,7 +25,6 @@ from resnet_jax.data import augment
 from resnet_jax.data.normalization import Normalization
 from resnet_jax.data.tf_setup import tf
 
-TRAIN_CROPS = ('scale', 'inception')  # data.train_crop, the imagenet family's
 AUGMENT_STREAM, ERASE_STREAM = 1, 2  # stateless_fold_in keys of the example seed
 # libjpeg's accurate integer IDCT, PIL's default: evaluation decodes JPEGs to exactly
 # torchvision's pixels, at the speed of TF's default (INTEGER_FAST, kept for training).

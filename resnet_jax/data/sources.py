@@ -21,21 +21,12 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import splits
-from resnet_jax.data.splits import FOLDER_PREFIX, MAX_IN_MEMORY_BYTES, SYNTHETIC
+from resnet_jax.data import splits, tfds_files
+from resnet_jax.data.splits import FOLDER_PREFIX, MAX_IN_MEMORY_BYTES, SYNTHETIC, DatasetInfo
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  num_classes: int
-  num_channels: int
-  image_size: int
-  num_train_examples: int
-  num_eval_examples: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +175,7 @@ def _folder_split(path: str, split: str) -> Split:
 
 
 def _tfds_split(name: str, split: str, data_dir: str | None) -> Split:
-  meta = splits.prepared(name, split, data_dir)
+  meta = tfds_files.prepared(name, split, data_dir)
   builder, keys = meta.builder, meta.keys
   num_channels = meta.image_feature.shape[-1] or 3
   describe = lambda i: f'example {i} of {name} split {split!r}'
@@ -232,7 +223,7 @@ def _load_cached(prepared_dir, name, data_dir, split, keys, decode, channels):
   builder = tfds.builder(name, data_dir=data_dir)
   image_key, label_key = keys
   if builder.info.file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
-    examples = splits.read_all(_data_source(builder, split, keys))
+    examples = tfds_files.read_all(_data_source(builder, split, keys))
     ds = tf.data.Dataset.from_tensor_slices(
       (
         tf.constant(np.array([ex[image_key] for ex in examples], dtype=object), tf.string),

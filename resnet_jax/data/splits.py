@@ -1,17 +1,16 @@
-"""What a dataset name and a split string refer to, without TensorFlow.
+"""What a split string selects and what a run learns of its dataset, without TensorFlow or
+TFDS: shared by the tf.data pipeline and the device pipeline, which must run where neither
+is installed.
 
-Shared by the tf.data pipeline (sources.py, pipeline.py) and the device pipeline
-(device_data.py), which must not import TensorFlow: the TFDS builder of a name, a split
-string resolved against the split sizes, a prepared split's metadata (or the error that
-says how to prepare it), and the order in which eval batches cover a split.
+TFDS's split syntax ('train', 'train[:45000]', 'train[90%:]', 'train[:50%]+test') is
+parsed here rather than by tfds.core.ReadInstruction for that reason; tests check that
+both resolve a table of split strings alike.
 """
 
 import dataclasses
-import difflib
-import types
+import re
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from resnet_jax.errors import ConfigError
 
@@ -21,84 +20,64 @@ MAX_IN_MEMORY_BYTES = 4 << 30
 FOLDER_PREFIX = 'image_folder:'
 SYNTHETIC = 'synthetic'
 
+# One term of a split string: a split's name, optionally sliced by example counts (negative:
+# from the end) or by percentages, which TFDS rounds to the closest example.
+_TERM = re.compile(r'(?P<name>[\w-]+)(?:\[(?P<start>-?[\d.]+%?)?:(?P<stop>-?[\d.]+%?)?\])?')
+
 
 @dataclasses.dataclass(frozen=True)
-class PreparedSplit:
-  """A prepared TFDS split as its metadata describes it; no example read yet."""
+class DatasetInfo:
+  """What the model and the schedule need to know of a dataset before the first step."""
 
-  builder: tfds.core.DatasetBuilder
-  keys: tuple[str, str]  # the image and label features
-  image_feature: tfds.features.Image
   num_classes: int
-  fixed_shape: bool  # every image is image_feature.shape
-  memory_bytes: int  # held in memory: decoded when the shape is fixed, else encoded
+  num_channels: int
+  image_size: int
+  num_train_examples: int
+  num_eval_examples: int
 
 
-def prepared(name: str, split: str, data_dir: str | None) -> PreparedSplit:
-  """The metadata of `split` of the TFDS dataset `name`; a ConfigError if it is unknown,
-  not prepared, or the split string does not fit its splits."""
-  builder = tfds_builder(name, data_dir)
-  keys = builder.info.supervised_keys or ('image', 'label')
-  image_feature = builder.info.features[keys[0]]
-  if not builder.info.splits:
-    raise not_prepared(builder, data_dir)
-  infos = builder.info.splits
-  parts = slices(split, {k: v.num_examples for k, v in infos.items()})
-  fixed_shape = all(d is not None for d in image_feature.shape)
-  if fixed_shape:
-    memory_bytes = sum(stop - start for _, start, stop in parts) * np.prod(image_feature.shape)
-  else:
-    memory_bytes = sum(
-      infos[k].num_bytes * (stop - start) // max(infos[k].num_examples, 1)
-      for k, start, stop in parts
-    )
-  num_classes = builder.info.features[keys[1]].num_classes
-  return PreparedSplit(builder, keys, image_feature, num_classes, fixed_shape, int(memory_bytes))
+@dataclasses.dataclass(frozen=True)
+class InMemorySplit:
+  """A whole split, decoded: what data.pipeline='device' places on every device."""
 
-
-def read_all(source) -> list[dict]:
-  """Every example of a TFDS data source, read a chunk of records per call."""
-  return [
-    example
-    for start in range(0, len(source), 4096)
-    for example in source.__getitems__(range(start, min(start + 4096, len(source))))
-  ]
-
-
-def tfds_builder(name: str, data_dir: str | None, **kwargs):
-  try:
-    return tfds.builder(name, data_dir=data_dir, **kwargs)
-  except tfds.core.registered.DatasetNotFoundError:
-    known = list(tfds.list_builders()) + [SYNTHETIC, FOLDER_PREFIX]
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f'; did you mean {" or ".join(close)}?' if close else ''
-    raise ConfigError(
-      f'unknown dataset {name!r}{hint} (a TFDS name, {FOLDER_PREFIX}<path> or {SYNTHETIC})'
-    ) from None
-
-
-def not_prepared(builder, data_dir: str | None) -> ConfigError:
-  command = f'python -m resnet_jax.data.prepare {builder.name}'
-  if data_dir:
-    command += f' --data_dir {data_dir}'
-  return ConfigError(
-    f'dataset {builder.name!r} is not prepared in {builder.data_dir}; run: {command}'
-  )
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+  num_classes: int
 
 
 def slices(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
   """Resolves a TFDS split string against split sizes into (name, start, stop) slices."""
-  infos = {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-  except (ValueError, KeyError, AssertionError):
-    raise ConfigError(
-      f'unknown or malformed split {split!r}: the splits are {sorted(sizes)}, '
-      "sliced like 'train[:45000]' or 'train[90%:]'"
-    ) from None
-  return [
-    (i.splitname, i.from_ or 0, sizes[i.splitname] if i.to is None else i.to) for i in instructions
-  ]
+  malformed = ConfigError(
+    f'unknown or malformed split {split!r}: the splits are {sorted(sizes)}, '
+    "sliced like 'train[:45000]' or 'train[90%:]'"
+  )
+  resolved = []
+  for term in re.split(r'\s*\+\s*', split.strip()):
+    match = _TERM.fullmatch(term)
+    if not match or match['name'] not in sizes:
+      raise malformed
+    size = sizes[match['name']]
+    if len({b.endswith('%') for b in (match['start'], match['stop']) if b}) > 1:
+      raise malformed  # a percentage and a count
+    try:
+      start, stop = _position(match['start'], size, 0), _position(match['stop'], size, size)
+    except ValueError:
+      raise malformed from None
+    if start > stop:
+      raise ConfigError(f'split {split!r}: {term!r} selects no examples')
+    resolved.append((match['name'], start, stop))
+  return resolved
+
+
+def _position(bound: str | None, size: int, default: int) -> int:
+  """A slice bound as an example index in [0, size]; ValueError where it is outside."""
+  if not bound:
+    return default
+  percent = bound.endswith('%')
+  position = int(round(float(bound[:-1]) * size / 100)) if percent else int(bound)
+  if abs(position) > size:
+    raise ValueError(bound)
+  return position + size if position < 0 else position
 
 
 def eval_indices(num_examples, global_batch_size, process_index, process_count):
