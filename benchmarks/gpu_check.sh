@@ -4,7 +4,10 @@
 #      (synthetic data already on the device; the batch list is tried from the top),
 #   2. ResNet-50 bfloat16 eval images/s at that batch,
 #   3. the tf.data ImageNet pipeline's images/s on this machine's cores (skipped,
-#      saying so, where TensorFlow or TFDS is not installed: 1 and 2 do not need them).
+#      saying so, where TensorFlow or TFDS is not installed: 1 and 2 do not need them),
+#   4. CIFAR-10 Table 6 on the device pipeline (benchmarks.table6, random CIFAR-10-shaped
+#      files, no TFDS): ResNet-20's step at train.num_seeds 1, 4, 16 (the per-seed cost),
+#      then every network of Table 6 at 5 seeds, and the hours of all at 64k steps.
 # Goal on one H100/H200: >= 7,000 img/s training (MLPerf Training v4.0's per-GPU level).
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR]     # default: $OUT, else ./gpu_check
@@ -21,7 +24,8 @@
 # every part that ran succeeded.
 #
 # Overrides for a dry run on a CPU: PY, MODEL (resnet50), BATCHES ("2048 1024 512"),
-# STEPS (20), e.g. MODEL=resnet20 BATCHES=8 STEPS=2.
+# STEPS (20), TABLE6_NETWORKS (all of Table 6), e.g. MODEL=resnet20 BATCHES=8 STEPS=2
+# TABLE6_NETWORKS=20,plain20.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:-${OUT:-gpu_check}}
@@ -109,5 +113,18 @@ if has tensorflow && has tensorflow_datasets; then
   timeout 90 $PY -m benchmarks.input_pipeline --seconds 4 | tee "$results/input_pipeline.txt" || status=1
 else
   echo 'skipped: TensorFlow or TFDS is not installed here (train and eval above do not need them)'
+fi
+
+echo "== CIFAR-10 Table 6, data.pipeline=device"
+if timeout 120 $PY -m benchmarks.table6 --networks=20 --seeds=1,4,16 | tee "$results/seeds.txt"; then
+  tail -1 "$results/seeds.txt" > "$results/seeds.json"
+else
+  status=1
+fi
+networks=${TABLE6_NETWORKS:+--networks=$TABLE6_NETWORKS}
+if timeout 300 $PY -m benchmarks.table6 --seeds=5 $networks | tee "$results/table6.txt"; then
+  tail -1 "$results/table6.txt" > "$results/table6.json"
+else
+  status=1
 fi
 exit $status

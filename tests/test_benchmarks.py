@@ -4,8 +4,9 @@ fraction of the matrix-multiply peak rests on."""
 import pytest
 from flax import nnx
 
-from benchmarks import train_step
+from benchmarks import table6, train_step
 from resnet_jax import parallel
+from resnet_jax.data import original_files
 from resnet_jax.models import create_model
 from resnet_jax.models.summary import summarize
 
@@ -35,3 +36,17 @@ def test_train_step_is_three_forward_passes(eval_flops, fields):
   """Forward, input gradients, weight gradients: each the forward's matrix work, however
   the 1x1 convolutions are written and whether the units are scanned or unrolled."""
   assert 2.9 * eval_flops <= step_flops('train', **fields) <= 3 * eval_flops
+
+
+def test_table6_times_a_network_of_k_seeds_on_cifar10_shaped_files(tmp_path):
+  """benchmarks.table6: its random CIFAR-10 files read as CIFAR-10's, and a network's hours
+  for 64k steps from its timed step."""
+  table6.write_random_cifar10(str(tmp_path), examples_per_file=16)
+  train = original_files.load('cifar10', str(tmp_path), 'train')
+  assert train.images.shape == (80, 32, 32, 3) and train.images.std() > 50
+  config = table6.network_config('plain8', str(tmp_path), [('train.cpu_options', 'ynn:dot')])
+  assert config.model.shortcut == 'none' and config.data.original_dir == str(tmp_path)
+  row = table6.timed(config, steps=1, seeds=2)
+  assert row['step_ms'] > 0
+  assert row['hours'] == pytest.approx(table6.PAPER_STEPS * row['step_ms'] / 1e3 / 3600)
+  assert row['images_per_s'] == pytest.approx(2 * 128 / (row['step_ms'] / 1e3))
