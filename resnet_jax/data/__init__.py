@@ -5,8 +5,9 @@
   evals = data.create_eval_iterator(config.data, global_batch_size=..., crops=1)
 
 See docs/data.md for the sources, preprocessing and the determinism/resume contract.
-These names import TensorFlow (tf.data) on first use, not with the package, so that
-`from resnet_jax.data import device_data` (data.pipeline='device') stays without it.
+The names are imported on first use, not with the package: the iterators and
+get_dataset_info import TensorFlow (tf.data); check_config and DatasetInfo do not, nor
+does `from resnet_jax.data import device_data` (data.pipeline='device').
 """
 
 import importlib
