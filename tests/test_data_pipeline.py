@@ -201,6 +201,10 @@ def test_batch_must_divide_by_devices_and_processes(monkeypatch):
       {'eval_image_size': 224, 'eval_resize': 200},
       'data.eval_resize=200: expected 0 or at least the evaluation size 224',
     ),
+    (
+      {'original_dir': '/data/cifar'},
+      "data.original_dir='/data/cifar' is read by data.pipeline='device' only",
+    ),
   ],
 )
 def test_check_config_names_the_bad_field(fields, message):

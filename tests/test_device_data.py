@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import data
-from resnet_jax.data import device_data, preprocess, sources, splits
+from resnet_jax.data import device_data, prepare, preprocess, sources, splits
 from resnet_jax.data.normalization import normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError
@@ -146,6 +146,11 @@ def test_datasets_it_cannot_hold_are_one_line_errors(tiny, tmp_path, monkeypatch
   resized = data_config(**{**tiny.to_dict(), 'image_size': 32})
   with pytest.raises(ConfigError, match=r'images of shape \(8, 8, 1\).*data.image_size=32'):
     device_data.load_split(resized, 'train')
+  original = data_config(dataset='fashion_mnist', original_dir=prepare.DEBIAN_FASHION_MNIST)
+  with pytest.raises(ConfigError, match=r'images of shape \(28, 28, 1\).*data.image_size=32'):
+    device_data.load_split(original, 'test')
+  with pytest.raises(ConfigError, match=r"split 'test\[5:5\]' of fashion_mnist is empty"):
+    device_data.load_split(data_config(**{**original.to_dict(), 'image_size': 28}), 'test[5:5]')
   with mock_prepared('imagenet2012', 4, tmp_path / 'mock'):
     imagenet = data_config(dataset='imagenet2012', image_size=224)
     with pytest.raises(ConfigError, match=r"varying shape.*data.pipeline='tfdata'"):
