@@ -124,11 +124,18 @@ def _key(data_config: ml_collections.ConfigDict) -> str:
 @functools.lru_cache(maxsize=4)
 def _held(data_json: str, split: str, dtype: str, mesh) -> _Held:
   """A split on the devices, put there once per process (train and every eval reuse it)."""
-  data_config = ml_collections.ConfigDict(json.loads(data_json))
   held = _loaded(data_json, split)
+  arrays = parallel.replicate((held.images, held.labels), mesh)
+  return _Held(arrays, _preprocessing(data_json, dtype))
+
+
+@functools.lru_cache(maxsize=2)
+def _preprocessing(data_json: str, dtype: str) -> device_data.Preprocessing:
+  """The preprocessing of training and of every eval, normalized by the train split's
+  statistics: computed once per process."""
+  data_config = ml_collections.ConfigDict(json.loads(data_json))
   train = _loaded(data_json, data_config.train_split)
-  preprocessing = device_data.Preprocessing.from_config(data_config, train, dtype=dtype)
-  return _Held(parallel.replicate((held.images, held.labels), mesh), preprocessing)
+  return device_data.Preprocessing.from_config(data_config, train, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=2)
