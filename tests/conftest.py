@@ -80,18 +80,3 @@ def small_disk(tmp_path):
   yield mount
   for path in mounted:
     subprocess.run(['umount', str(path)], check=True)
-
-
-@pytest.fixture(scope='session')
-def fashion_mnist(tmp_path_factory):
-  """Fashion-MNIST as `make train` prepares it in TFDS's default folder, else prepared
-  offline from /usr/share/datasets/fashion-mnist (~20 s), as tests/test_data_prepare.py does."""
-  from resnet_jax.data import prepare, tfds_files  # TFDS: only for the tests that need it
-  from tests.data_fixtures import data_config
-
-  config = data_config(dataset='fashion_mnist', image_size=28, pipeline='device')
-  if not tfds_files.tfds_builder('fashion_mnist', None).info.splits:
-    assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
-    config.data_dir = str(tmp_path_factory.mktemp('tfds'))
-    prepare.prepare('fashion_mnist', data_dir=config.data_dir)
-  return config

@@ -1,8 +1,10 @@
 """resnet_jax.data.device_data: splits loaded without TensorFlow equal the tf.data path's,
 the batch of a step is a pure function of (seed, step), epochs are permutations, crops and
-flips are drawn as preprocess.cifar_train draws them, eval batches equal tf.data's, and the
-batch is the same sharded over eight devices."""
+flips are drawn as preprocess.cifar_train draws them, eval batches equal tf.data's, the
+batch is the same sharded over eight devices, and Debian's Fashion-MNIST files
+(data.original_dir) hold the examples of TFDS's prepared split."""
 
+import os
 import textwrap
 
 import jax
@@ -11,7 +13,15 @@ import numpy as np
 import pytest
 
 from resnet_jax import data
-from resnet_jax.data import device_data, prepare, preprocess, sources, splits
+from resnet_jax.data import (
+  device_data,
+  original_files,
+  prepare,
+  preprocess,
+  sources,
+  splits,
+  tfds_files,
+)
 from resnet_jax.data.normalization import normalization_from_images
 from resnet_jax.data.tf_setup import tf
 from resnet_jax.errors import ConfigError
@@ -32,6 +42,18 @@ def tiny(tmp_path_factory):
   return data_config(
     dataset=name, data_dir=data_dir, image_size=8, crop_padding=2, pipeline='device'
   )
+
+
+@pytest.fixture(scope='module')
+def fashion_mnist(tmp_path_factory):
+  """Fashion-MNIST as `make train` prepares it in TFDS's default folder, else prepared
+  offline from /usr/share/datasets/fashion-mnist (~20 s), as tests/test_data_prepare.py does."""
+  config = data_config(dataset='fashion_mnist', image_size=28, pipeline='device')
+  if not tfds_files.tfds_builder('fashion_mnist', None).info.splits:
+    assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
+    config.data_dir = str(tmp_path_factory.mktemp('tfds'))
+    prepare.prepare('fashion_mnist', data_dir=config.data_dir)
+  return config
 
 
 def _same_as_tfdata(config, split_string):
@@ -363,3 +385,24 @@ def test_batches_sharded_over_eight_devices_equal_unsharded():
   )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == 'ok'
+
+
+def _as_multiset(split) -> np.ndarray:
+  """The split's examples (label, then pixels) as sorted byte strings: equal for two splits
+  that hold the same examples in any order."""
+  rows = np.concatenate(
+    [split.labels[:, None].astype(np.uint8), split.images.reshape(len(split.labels), -1)], axis=1
+  )
+  return np.sort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
+
+
+@pytest.mark.parametrize('split', ['test', 'train'])
+def test_debian_fashion_mnist_holds_the_examples_of_tfds(fashion_mnist, split):
+  """The examples of TFDS's prepared fashion_mnist, in another order (TFDS shuffles)."""
+  assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
+  ours = original_files.load('fashion_mnist', prepare.DEBIAN_FASHION_MNIST, split)
+  theirs = device_data.load_split(fashion_mnist, split)
+  assert ours.images.shape == theirs.images.shape == (len(theirs.labels), 28, 28, 1)
+  assert ours.num_classes == theirs.num_classes == 10
+  assert not np.array_equal(ours.labels, theirs.labels)
+  np.testing.assert_array_equal(_as_multiset(ours), _as_multiset(theirs))

@@ -1,8 +1,9 @@
 """resnet_jax.data.original_files: small files written as upstream lays them out (IDX,
 gzipped or not; CIFAR's Python 2 pickles, in their tar.gz or extracted) read back as
 written and sliced as numpy slices them; each missing or damaged input is a one-line
-ConfigError that says what to do; nothing of TensorFlow is imported; and Debian's
-Fashion-MNIST files hold the examples of TFDS's prepared fashion_mnist."""
+ConfigError that says what to do; nothing of TensorFlow is imported. (That Debian's
+Fashion-MNIST files hold the examples of TFDS's prepared fashion_mnist: test_device_data.py,
+beside the other tests of that prepared dataset.)"""
 
 import gzip
 import io
@@ -15,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from resnet_jax.data import device_data, original_files, prepare
+from resnet_jax.data import original_files
 from resnet_jax.errors import ConfigError
 from tests import entry_points
 
@@ -427,27 +428,3 @@ def test_reads_without_importing_tensorflow(tmp_path):
   result = entry_points.run(f'-c {_WITHOUT_TENSORFLOW}', str(tmp_path / 'mnist'), cifar)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == '[]'
-
-
-# ------------------------------------------------------------------------------- real files
-
-
-def _as_multiset(split) -> np.ndarray:
-  """The split's examples (label, then pixels) as sorted byte strings: equal for two splits
-  that hold the same examples in any order."""
-  rows = np.concatenate(
-    [split.labels[:, None].astype(np.uint8), split.images.reshape(len(split.labels), -1)], axis=1
-  )
-  return np.sort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
-
-
-@pytest.mark.parametrize('split', ['test', 'train'])
-def test_debian_fashion_mnist_holds_the_examples_of_tfds(fashion_mnist, split):
-  """The examples of TFDS's prepared fashion_mnist, in another order (TFDS shuffles)."""
-  assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
-  ours = original_files.load('fashion_mnist', prepare.DEBIAN_FASHION_MNIST, split)
-  theirs = device_data.load_split(fashion_mnist, split)
-  assert ours.images.shape == theirs.images.shape == (len(theirs.labels), 28, 28, 1)
-  assert ours.num_classes == theirs.num_classes == 10
-  assert not np.array_equal(ours.labels, theirs.labels)
-  np.testing.assert_array_equal(_as_multiset(ours), _as_multiset(theirs))
