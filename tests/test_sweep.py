@@ -427,3 +427,26 @@ def test_a_run_of_several_seeds_reports_each_seed(tmp_path):
   assert second.test_curve == [(2, pytest.approx(40.0))] and second.overrides['seed'] == '6'
   assert (first.wall_seconds, second.wall_seconds) == (9, None) and first.params == second.params
   assert '| 8 | 2 of 2 done | 30.00 ± 14.14 (2) |' in report.spread_table([first, second])
+
+
+def test_without_matplotlib_the_report_has_its_tables_and_no_plot(tmp_path, monkeypatch, capsys):
+  """An install of JAX alone (no matplotlib) gets the markdown report and says how to draw."""
+  from resnet_jax import checkpoint
+  from resnet_jax.analysis import sweep
+
+  config = defaults.get_config()
+  config.data.dataset, config.data.image_size, config.model.depth = 'synthetic', 8, 8
+  point = grid.Point('depth-8', (('model.depth', '8'),))
+  checkpoint.save_config(config, tmp_path / point.name)
+  records = [{'step': 2, 'split': 'train', 'top1': 0.7}, {'step': 2, 'split': 'eval', 'top1': 0.5}]
+  (tmp_path / point.name / 'metrics.jsonl').write_text(
+    ''.join(json.dumps(r) + '\n' for r in records)
+  )
+  (tmp_path / point.name / run_record.FILENAME).write_text(json.dumps({'status': 'done'}))
+  monkeypatch.setitem(sys.modules, 'resnet_jax.analysis.plots', None)  # its import fails
+  monkeypatch.delattr(sys.modules['resnet_jax.analysis'], 'plots')
+  sweep.write_report(tmp_path, [point], str(tmp_path / 'out'), panel_by=None)
+  text = (tmp_path / 'out.md').read_text()
+  assert '| 8 | 30.00 | 50.00 |' in text and '![error curves]' not in text
+  assert not (tmp_path / 'out.png').exists()
+  assert 'matplotlib is not installed: no plot' in capsys.readouterr().out

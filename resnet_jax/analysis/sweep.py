@@ -82,7 +82,12 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
   """`out`.md (command, machine, date, tables), `out`.png (curves), `out`_logs/ (their data)."""
   # Here, not above: JAX and matplotlib load only when a report is made.
   from resnet_jax import metrics
-  from resnet_jax.analysis import plots, report
+  from resnet_jax.analysis import report
+
+  try:
+    from resnet_jax.analysis import plots
+  except ImportError:  # No matplotlib: an install of JAX alone still gets its tables.
+    plots = None
 
   results = [
     r for p in all_points for r in report.load_runs(root / p.name, p.name, dict(p.overrides))
@@ -92,7 +97,14 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
   logs = out_path.with_name(f'{out_path.name}_logs')
   copy_logs(root, all_points, logs)
   png = out_path.with_suffix('.png')
-  plots.plot_curves(results, png, panel_by=panel_by, title=f'sweep {root.name}')
+  if plots:
+    plots.plot_curves(results, png, panel_by=panel_by, title=f'sweep {root.name}')
+  else:
+    print(
+      'matplotlib is not installed: no plot (pip install matplotlib, then the same command '
+      'with --report_only draws it)',
+      flush=True,
+    )
   total = sum(r.wall_seconds or 0.0 for r in results)
   spread = report.spread_table(results)
   spans = len(report.window_spans(results))
@@ -134,15 +146,14 @@ def write_report(root: pathlib.Path, all_points: list[grid.Point], out: str, pan
       '',
       report.window_table(results),
       '',
-      f'![error curves]({png.name})',
-      '',
+      *([f'![error curves]({png.name})', ''] if plots else []),
       f"Each run's config, metrics and record: {logs.name}/. The command above with "
       f'`--workdir={logs} --report_only` rewrites this file and the plot from them.',
       '',
     ]
   )
   out_path.with_suffix('.md').write_text(text)
-  print(f'wrote {out_path.with_suffix(".md")} and {png}', flush=True)
+  print(f'wrote {out_path.with_suffix(".md")}' + (f' and {png}' if plots else ''), flush=True)
 
 
 def main(argv):
