@@ -22,6 +22,8 @@ import threading
 import jax
 from jax.experimental import multihost_utils
 
+from resnet_jax import signal_handlers
+
 
 class PreemptionWatch:
   """A context manager: signal handlers while training, the previous ones after."""
@@ -34,12 +36,11 @@ class PreemptionWatch:
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():  # The only one that may.
       signals = (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
-      self._previous = {s: signal.signal(s, self._handle) for s in signals}
+      self._previous = signal_handlers.install(self._handle, signals)
     return self
 
   def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
+    signal_handlers.restore(self._previous)
     self._previous = {}
 
   def _handle(self, signum, frame):

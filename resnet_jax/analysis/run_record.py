@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 
+from resnet_jax import signal_handlers
 from resnet_jax.errors import EXIT_STOPPED
 
 FILENAME = 'sweep.json'
@@ -60,12 +61,11 @@ class Notices:
     self._previous = {}
 
   def __enter__(self):
-    self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    self._previous = signal_handlers.install(self._handle, (signal.SIGTERM, signal.SIGINT))
     return self
 
   def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
+    signal_handlers.restore(self._previous)
     self._previous = {}
 
   def _handle(self, signum, frame):
