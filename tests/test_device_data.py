@@ -173,6 +173,9 @@ def test_datasets_it_cannot_hold_are_one_line_errors(tiny, tmp_path, monkeypatch
     device_data.load_split(original, 'test')
   with pytest.raises(ConfigError, match=r"split 'test\[5:5\]' of fashion_mnist is empty"):
     device_data.load_split(data_config(**{**original.to_dict(), 'image_size': 28}), 'test[5:5]')
+  for open_split in (device_data.load_split, sources.open_split):  # TFDS cannot open it
+    with pytest.raises(ConfigError, match=r"split 'train\[3:3\]' of .* is empty"):
+      open_split(tiny, 'train[3:3]')
   with mock_prepared('imagenet2012', 4, tmp_path / 'mock'):
     imagenet = data_config(dataset='imagenet2012', image_size=224)
     with pytest.raises(ConfigError, match=r"varying shape.*data.pipeline='tfdata'"):

@@ -54,3 +54,12 @@ def test_unknown_or_malformed_splits_are_one_line(split):
 def test_a_slice_that_selects_nothing_says_so():
   with pytest.raises(ConfigError, match=r"'train\[20:10\]' selects no examples"):
     splits.slices('train[20:10]', SIZES)
+
+
+def test_nonempty_slices_refuse_a_string_that_selects_nothing():
+  assert splits.nonempty_slices('mnist', 'train[5:6]+test[3:3]', SIZES) == [
+    ('train', 5, 6),
+    ('test', 3, 3),
+  ]
+  with pytest.raises(ConfigError, match=r"^split 'train\[5:5\]\+test\[:0%\]' of mnist is empty$"):
+    splits.nonempty_slices('mnist', 'train[5:5]+test[:0%]', SIZES)

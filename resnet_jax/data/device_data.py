@@ -73,14 +73,10 @@ def load_split(data_config, split: str) -> splits.InMemorySplit:
   in data.original_dir (original_files, no TFDS), else from TFDS's prepared files. A
   ConfigError for a split that data.pipeline='device' cannot hold: images other than
   data.image_size square, or empty."""
-  name = data_config.dataset
-  if data_config.original_dir:
-    held = original_files.load(name, data_config.original_dir, split)
-    _check_shape(name, held.images.shape[1:], data_config.image_size)
-  else:
-    held = _load_prepared(data_config, split)
-  if not held.labels.size:
-    raise ConfigError(f'split {split!r} of {name} is empty')
+  if not data_config.original_dir:
+    return _load_prepared(data_config, split)
+  held = original_files.load(data_config.dataset, data_config.original_dir, split)
+  _check_shape(data_config.dataset, held.images.shape[1:], data_config.image_size)
   return held
 
 
@@ -113,7 +109,7 @@ def _load_prepared(data_config, split: str) -> splits.InMemorySplit:
     )
   examples = tfds_files.read_all(meta.builder.as_data_source(split))
   image_key, label_key = meta.keys
-  images = np.stack([example[image_key] for example in examples]) if examples else np.zeros(0)
+  images = np.stack([example[image_key] for example in examples])
   labels = np.array([example[label_key] for example in examples], np.int32)
   return splits.InMemorySplit(images, labels, meta.num_classes)
 

@@ -72,8 +72,9 @@ _CIFAR = {
 
 def load(name: str, directory: str, split: str) -> splits.InMemorySplit:
   """The TFDS split string `split` of dataset `name` from its original files in `directory`,
-  sliced in the files' order; a one-line ConfigError for an unknown name or split string,
-  and for files that are missing or damaged (it says where to download them).
+  sliced in the files' order; a one-line ConfigError for an unknown name, a split string
+  that does not fit or selects nothing, and files that are missing or damaged (it says where
+  to download them).
 
   mnist, fashion_mnist: {train,t10k}-{images-idx3,labels-idx1}-ubyte, gzipped (.gz, read
   when both are there) or not. cifar10, cifar100: the python version's tar.gz, read without
@@ -91,7 +92,7 @@ def load(name: str, directory: str, split: str) -> splits.InMemorySplit:
       f'download them there {_SOURCES[name]}'
     )
   arrays = _read_cifar(name, directory) if name in _CIFAR else _read_idx_files(name, directory)
-  parts = splits.slices(split, {k: len(labels) for k, (_, labels) in arrays.items()})
+  parts = splits.nonempty_slices(name, split, {k: len(labels) for k, (_, labels) in arrays.items()})
   images, labels = (
     np.concatenate([arrays[k][i][start:stop] for k, start, stop in parts]) for i in (0, 1)
   )

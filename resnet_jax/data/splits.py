@@ -69,6 +69,15 @@ def slices(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
   return resolved
 
 
+def nonempty_slices(name: str, split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+  """`slices` of dataset `name`'s split string, refused where they select no example (what
+  a whole dataset is read for, in memory)."""
+  parts = slices(split, sizes)
+  if all(start == stop for _, start, stop in parts):
+    raise ConfigError(f'split {split!r} of {name} is empty')
+  return parts
+
+
 def _position(bound: str | None, size: int, default: int) -> int:
   """A slice bound as an example index in [0, size]; ValueError where it is outside."""
   if not bound:

@@ -26,17 +26,19 @@ class PreparedSplit:
 
 def prepared(name: str, split: str, data_dir: str | None) -> PreparedSplit:
   """The metadata of `split` of the TFDS dataset `name`; a ConfigError if it is unknown,
-  not prepared, or the split string does not fit its splits."""
+  not prepared, or the split string does not fit its splits or selects no example."""
   builder = tfds_builder(name, data_dir)
   keys = builder.info.supervised_keys or ('image', 'label')
   image_feature = builder.info.features[keys[0]]
   if not builder.info.splits:
     raise not_prepared(builder, data_dir)
   infos = builder.info.splits
-  parts = splits.slices(split, {k: v.num_examples for k, v in infos.items()})
+  # (TFDS fails to open an empty split, with a ValueError.)
+  parts = splits.nonempty_slices(name, split, {k: v.num_examples for k, v in infos.items()})
+  num_examples = sum(stop - start for _, start, stop in parts)
   fixed_shape = all(d is not None for d in image_feature.shape)
   if fixed_shape:
-    memory_bytes = sum(stop - start for _, start, stop in parts) * np.prod(image_feature.shape)
+    memory_bytes = num_examples * np.prod(image_feature.shape)
   else:
     memory_bytes = sum(
       infos[k].num_bytes * (stop - start) // max(infos[k].num_examples, 1)
