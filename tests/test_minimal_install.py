@@ -1,5 +1,6 @@
-"""train.py and evaluate.py where only jax, flax, optax, orbax and ml_collections are
-installed: data.pipeline='device' reading the dataset's original files (data.original_dir).
+"""train.py, evaluate.py and a sweep's report where only jax, flax, optax, orbax and
+ml_collections are installed: data.pipeline='device' reading the dataset's original files
+(data.original_dir).
 
 Each run is a fresh process in which the packages a full install adds cannot be imported.
 """
@@ -9,8 +10,12 @@ import os
 import textwrap
 
 import pytest
+from flax import nnx
 
+from resnet_jax.checkpoint import load_config
 from resnet_jax.data import prepare
+from resnet_jax.models.resnet import create_model
+from resnet_jax.models.summary import count_params
 from tests import entry_points
 
 # What requirements.txt and requirements-dev.txt add to jax, flax, optax, orbax and
@@ -73,3 +78,14 @@ def test_train_and_evaluate_from_the_original_files(fashion_mnist_files, tmp_pat
   result = json.loads(evaluated.stdout.splitlines()[0])
   assert result['num_examples'] == 100 and result['step'] == 4
   assert evaluated.stdout.splitlines()[1] == 'imported: []'
+
+  reporter = tmp_path / 'report.py'  # what a sweep's report reads of the run
+  reporter.write_text(
+    'from resnet_jax.analysis import report\n'
+    f'(run,) = report.load_runs({str(workdir)!r}, "run", {{}})\n'
+    'print("params", run.params)\n'
+  )
+  reported = _run_without_them(str(reporter))
+  assert reported.returncode == 0, reported.stderr
+  model = create_model(load_config(workdir).model, num_classes=10, in_channels=1, rngs=nnx.Rngs(0))
+  assert reported.stdout.splitlines() == [f'params {count_params(model)}', 'imported: []']

@@ -16,6 +16,7 @@ from flax import nnx
 
 from resnet_jax import checkpoint, metrics, train_state
 from resnet_jax.analysis import run_record
+from resnet_jax.data import original_files
 from resnet_jax.models.resnet import create_model
 from resnet_jax.models.summary import count_params, summarize
 
@@ -96,19 +97,20 @@ def error_curve(workdir, split: str, top1: str = 'top1') -> list[tuple[int, floa
 
 def model_size(config) -> tuple[int, int]:
   """(parameters, multiply-adds per image) of the run's network, without allocating it."""
-  from resnet_jax import data  # Here: TensorFlow loads only when a report is made.
+  if config.data.original_dir:  # Known by the dataset's name: no file read, no TFDS.
+    num_classes, channels = original_files.classes_and_channels(config.data.dataset)
+  else:
+    from resnet_jax import data  # Here: TensorFlow loads only when a report is made.
 
-  info = data.get_dataset_info(config.data)
+    info = data.get_dataset_info(config.data)
+    num_classes, channels = info.num_classes, info.num_channels
   model = nnx.eval_shape(
     lambda: create_model(
-      config.model,
-      num_classes=info.num_classes,
-      in_channels=info.num_channels,
-      rngs=nnx.Rngs(0),
+      config.model, num_classes=num_classes, in_channels=channels, rngs=nnx.Rngs(0)
     )
   )
   size = config.data.image_size
-  macs = sum(row.macs for row in summarize(model, (size, size, info.num_channels)))
+  macs = sum(row.macs for row in summarize(model, (size, size, channels)))
   return count_params(model), macs
 
 

@@ -81,11 +81,7 @@ def load(name: str, directory: str, split: str) -> splits.InMemorySplit:
   extracting it (when there), else the folder it extracts to, in `directory` or `directory`
   itself. Every split is read: the string's percentages need the sizes of all.
   """
-  if name not in DATASETS:
-    raise ConfigError(
-      f'data.original_dir reads {", ".join(DATASETS)}, not {name!r}: for other datasets set '
-      "data.original_dir='' and prepare them with TFDS (python -m resnet_jax.data.prepare)"
-    )
+  _check_name(name)
   if not os.path.isdir(directory):
     raise ConfigError(
       f"no directory {directory} to read {name}'s original files from (data.original_dir): "
@@ -97,6 +93,21 @@ def load(name: str, directory: str, split: str) -> splits.InMemorySplit:
     np.concatenate([arrays[k][i][start:stop] for k, start, stop in parts]) for i in (0, 1)
   )
   return splits.InMemorySplit(images, labels, _NUM_CLASSES[name])
+
+
+def classes_and_channels(name: str) -> tuple[int, int]:
+  """Dataset `name`'s number of classes and of image channels, known without its files
+  (what a report of a run needs to size its network)."""
+  _check_name(name)
+  return _NUM_CLASSES[name], 3 if name in _CIFAR else 1
+
+
+def _check_name(name: str):
+  if name not in DATASETS:
+    raise ConfigError(
+      f'data.original_dir reads {", ".join(DATASETS)}, not {name!r}: for other datasets set '
+      "data.original_dir='' and prepare them with TFDS (python -m resnet_jax.data.prepare)"
+    )
 
 
 def _read_idx_files(name: str, directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
