@@ -1,6 +1,7 @@
 """Shared test helpers, one XLA compilation cache for the whole run, and a check that no
 test autotuned the CPU steps (resnet_jax/autotune.py) where it did not mean to."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -80,3 +81,23 @@ def small_disk(tmp_path):
   yield mount
   for path in mounted:
     subprocess.run(['umount', str(path)], check=True)
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist_tfds(tmp_path_factory, worker_id) -> str:
+  """A TFDS data_dir with Fashion-MNIST prepared offline from /usr/share/datasets/fashion-mnist
+  (~20 s), once per test run: xdist's workers share it, the first to ask prepares it."""
+  from resnet_jax.data import prepare
+
+  assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
+  if worker_id == 'master':  # one process
+    root = tmp_path_factory.mktemp('fashion_mnist')
+  else:  # this run's folder, above each worker's own
+    root = tmp_path_factory.getbasetemp().parent
+  data_dir, done = root / 'fashion_mnist_tfds', root / 'fashion_mnist_tfds.done'
+  with open(root / 'fashion_mnist_tfds.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the one preparing
+    if not done.exists():
+      prepare.prepare('fashion_mnist', data_dir=str(data_dir))
+      done.touch()
+  return str(data_dir)

@@ -44,34 +44,38 @@ CHOICES = [*compiler.candidates('auto'), compiler.Choice('ynn:dot', 'conv')]
 
 
 @pytest.mark.parametrize(
-  'network',
-  ['cifar-resnet20-scan', pytest.param('imagenet-resnet50-narrow', marks=pytest.mark.slow)],
+  'network, train',
+  [
+    ('cifar-resnet20-scan', False),
+    pytest.param('cifar-resnet20-scan', True, marks=pytest.mark.slow),
+    pytest.param('imagenet-resnet50-narrow', False, marks=pytest.mark.slow),
+    pytest.param('imagenet-resnet50-narrow', True, marks=pytest.mark.slow),
+  ],
 )
-def test_every_choice_computes_what_the_default_compilation_does(model_config, network):
+def test_every_choice_computes_what_the_default_compilation_does(model_config, network, train):
   """Each choice the autotuner can make (the fusion sets, with either 1x1 formulation) gives
   XLA's default compilation's outputs and gradients, so the choice changes only the speed.
   (That the formulations compute the same layer is tests/test_conv.py's.)"""
   model_config.update(NETWORKS[network], bn_group_size=0)
-  for train in (True, False):
-    default = {}  # 1x1 formulation -> ((values, gradients), HLO) of XLA's default compilation
-    for choice in CHOICES:
-      model_config.conv1x1 = choice.conv1x1
-      if choice.conv1x1 not in default:
-        default[choice.conv1x1] = _compiled_outputs(model_config, None, train)
-      (want_values, want_grads), default_hlo = default[choice.conv1x1]
-      options = choice.compiler_options()
-      (got_values, got_grads), optimized_hlo = _compiled_outputs(model_config, options, train)
-      if options:
-        # The options take effect: an ignored or renamed flag compiles the default program.
-        assert optimized_hlo != default_hlo, choice
-      # In training mode BatchNorm on 8 examples, 50 layers deep, amplifies rounding: sums
-      # in another order move a narrow ResNet-50's logits by up to 2e-4 of the largest.
-      _assert_close(got_values, want_values, rtol=1e-3 if train else 1e-4)
-      if not train:
-        # Training-mode gradients of the last stages are dominated by rounding in any
-        # compilation (batch norm's backward subtracts nearly equal terms there: scaling
-        # the input by 1 + 1e-6 moves them by 4%), so gradients are compared in eval mode.
-        _assert_close(got_grads, want_grads, rtol=1e-4)
+  default = {}  # 1x1 formulation -> ((values, gradients), HLO) of XLA's default compilation
+  for choice in CHOICES:
+    model_config.conv1x1 = choice.conv1x1
+    if choice.conv1x1 not in default:
+      default[choice.conv1x1] = _compiled_outputs(model_config, None, train)
+    (want_values, want_grads), default_hlo = default[choice.conv1x1]
+    options = choice.compiler_options()
+    (got_values, got_grads), optimized_hlo = _compiled_outputs(model_config, options, train)
+    if options:
+      # The options take effect: an ignored or renamed flag compiles the default program.
+      assert optimized_hlo != default_hlo, choice
+    # In training mode BatchNorm on 8 examples, 50 layers deep, amplifies rounding: sums
+    # in another order move a narrow ResNet-50's logits by up to 2e-4 of the largest.
+    _assert_close(got_values, want_values, rtol=1e-3 if train else 1e-4)
+    if not train:
+      # Training-mode gradients of the last stages are dominated by rounding in any
+      # compilation (batch norm's backward subtracts nearly equal terms there: scaling
+      # the input by 1 + 1e-6 moves them by 4%), so gradients are compared in eval mode.
+      _assert_close(got_grads, want_grads, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

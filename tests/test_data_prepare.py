@@ -56,17 +56,8 @@ def test_debian_fashion_mnist_files_become_the_original_downloads(tmp_path):
   )
 
 
-@pytest.fixture(scope='module')
-def fashion_mnist_dir(tmp_path_factory):
-  """Fashion-MNIST prepared offline from /usr/share/datasets/fashion-mnist (~20 s)."""
-  assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  prepare.prepare('fashion_mnist', data_dir=data_dir)
-  return data_dir
-
-
-def test_fashion_mnist_prepared_offline_has_all_examples(fashion_mnist_dir):
-  config = data_config(dataset='fashion_mnist', data_dir=fashion_mnist_dir, image_size=28)
+def test_fashion_mnist_prepared_offline_has_all_examples(fashion_mnist_tfds):
+  config = data_config(dataset='fashion_mnist', data_dir=fashion_mnist_tfds, image_size=28)
   info = data.get_dataset_info(config)
   assert (info.num_train_examples, info.num_eval_examples) == (60_000, 10_000)
   assert (info.num_classes, info.num_channels) == (10, 1)

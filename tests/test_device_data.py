@@ -45,14 +45,12 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def fashion_mnist(tmp_path_factory):
-  """Fashion-MNIST as `make train` prepares it in TFDS's default folder, else prepared
-  offline from /usr/share/datasets/fashion-mnist (~20 s), as tests/test_data_prepare.py does."""
+def fashion_mnist(request):
+  """Fashion-MNIST as `make train` prepares it in TFDS's default folder, else the test run's
+  (conftest.py's fashion_mnist_tfds)."""
   config = data_config(dataset='fashion_mnist', image_size=28, pipeline='device')
   if not tfds_files.tfds_builder('fashion_mnist', None).info.splits:
-    assert os.path.isdir(prepare.DEBIAN_FASHION_MNIST), 'apt-get install dataset-fashion-mnist'
-    config.data_dir = str(tmp_path_factory.mktemp('tfds'))
-    prepare.prepare('fashion_mnist', data_dir=config.data_dir)
+    config.data_dir = request.getfixturevalue('fashion_mnist_tfds')
   return config
 
 

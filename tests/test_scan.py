@@ -60,7 +60,8 @@ NETWORKS = {
     ('resnet20', dict(scan=True, remat=True)),
     ('resnet29-bottleneck-preact', dict(scan=True)),
     ('plain20-C', dict(scan=True)),
-    ('resnet20-dropout-shortcut', dict(scan=True, remat=True)),
+    # Random gates under scan: drop-path by default, the dropout shortcut with the slow tests.
+    pytest.param('resnet20-dropout-shortcut', dict(scan=True, remat=True), marks=pytest.mark.slow),
     ('resnet11-one-layer-preact', dict(scan=True)),
     ('resnet20-drop-path', dict(scan=True, remat=True)),
     pytest.param(
